@@ -1,0 +1,515 @@
+"""MemoryManager: Windows virtual memory for a Unicorn x86 CPU (the seed's memory_manager).
+
+The Pythonic core: typed errors (each carrying the NTSTATUS Windows would return), plain
+ints in and out. Every call validates the whole request before it changes anything, so a
+failed call leaves bookkeeping, Unicorn mappings and guest memory exactly as they were.
+:mod:`emulator_mem.nt` and :mod:`emulator_mem.win32` put Windows' calling conventions on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+
+from . import constants as C
+from . import protection
+from .errors import (
+    ConflictingAddressesError,
+    EmulatorMemError,
+    InvalidParameterError,
+    MemoryAccessError,
+    NoMemoryError,
+    NotAllocatedError,
+    NotCommittedError,
+)
+from .faults import Fault
+from .mmu import MMU
+from .physmem import PhysicalMemory
+from .records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
+from .space import (
+    GRANULARITY,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    AddressSpace,
+    Allocation,
+    RegionKind,
+    memory_type,
+    page_round_down,
+    page_round_up,
+)
+
+USER_LOWEST = 0x10000
+USER_END_32 = 0x7FFF0000  # lpMaximumApplicationAddress 0x7FFEFFFF + 1
+USER_END_64 = 0x7FFFFFFF0000  # lpMaximumApplicationAddress 0x7FFFFFFEFFFF + 1
+ALIAS_BASE_32 = 0x1_0000_0000  # guest-physical area for pages with no virtual twin
+ALIAS_BASE_64 = 0x8000_0000_0000
+
+
+class MemoryManager:
+    """Windows reserve/commit/protect/query semantics over one Unicorn x86 CPU.
+
+    Construct it before mapping anything else: it switches Unicorn to virtual-TLB mode and
+    becomes the MMU. 32-bit guests get the user range 0x10000..0x7FFEFFFF, 64-bit guests
+    0x10000..0x7FFFFFFEFFFF.
+    """
+
+    def __init__(self, uc: Uc) -> None:
+        if uc.ctl_get_arch() != UC_ARCH_X86:
+            raise InvalidParameterError("MemoryManager supports x86 (32- and 64-bit) only")
+        self.uc = uc
+        self.is_64bit = bool(uc.ctl_get_mode() & UC_MODE_64)
+        self.lowest_address = USER_LOWEST
+        self.highest_address = USER_END_64 if self.is_64bit else USER_END_32
+        self.space = AddressSpace(self.lowest_address, self.highest_address)
+        self.phys = PhysicalMemory(
+            uc, self.highest_address, ALIAS_BASE_64 if self.is_64bit else ALIAS_BASE_32
+        )
+        self.mmu = MMU(uc, self.space, self.phys)
+        self._default_allocation_address = self.lowest_address
+        #: extension points filled by the modules that own other region kinds
+        self.on_release: list[Callable[[Allocation], None]] = []
+
+    # -- properties --------------------------------------------------------------------
+    @property
+    def page_size(self) -> int:
+        return PAGE_SIZE
+
+    @property
+    def allocation_granularity(self) -> int:
+        return GRANULARITY
+
+    @property
+    def layout_version(self) -> int:
+        """Bumps on every change of the address-space layout (allocations, commits, protections)."""
+        return self.space.layout_version
+
+    @property
+    def default_allocation_address(self) -> int:
+        """Where searches for a free range start when the caller gives no address."""
+        return self._default_allocation_address
+
+    @default_allocation_address.setter
+    def default_allocation_address(self, address: int) -> None:
+        if not self.lowest_address <= address < self.highest_address:
+            raise InvalidParameterError(f"{address:#x} is outside the user address range")
+        self._default_allocation_address = address
+
+    # -- allocation --------------------------------------------------------------------
+    def allocate(
+        self,
+        size: int,
+        protect: int,
+        *,
+        address: int | None = None,
+        reserve_only: bool = False,
+        min_address: int | None = None,
+        max_address: int | None = None,
+        top_down: bool = False,
+        kind: RegionKind = RegionKind.PRIVATE,
+        write_watch: bool = False,
+        alignment: int = GRANULARITY,
+        name: str | None = None,
+    ) -> int:
+        """Reserve (and unless ``reserve_only`` commit) ``size`` bytes; returns the base.
+
+        ``address`` must be 64 KiB aligned and free (ConflictingAddressesError otherwise);
+        without it the lowest (``top_down``: highest) free aligned range at or above
+        ``min_address`` (default: :attr:`default_allocation_address`) is taken, as
+        VirtualAlloc(NULL, …) does. Sizes round up to whole pages.
+        """
+        kind = RegionKind(kind)
+        size = self._check_size(size)
+        protection.check(protect, allow_writecopy=kind in (RegionKind.MAPPED, RegionKind.IMAGE))
+        if alignment < GRANULARITY or alignment & (alignment - 1):
+            raise InvalidParameterError(f"alignment {alignment:#x} is not a power of two >= 64 KiB")
+        if address is None:
+            base = self.find_free(
+                size, min_address=min_address, max_address=max_address,
+                alignment=alignment, top_down=top_down,
+            )
+        else:
+            if address % alignment:
+                raise InvalidParameterError(f"allocation base {address:#x} is not aligned")
+            self._check_range(address, size)
+            if not self.space.free.is_free(address, address + size):
+                raise ConflictingAddressesError(f"{address:#x}+{size:#x} overlaps a reservation")
+            base = address
+        return self._insert(Allocation(base, size, protect, kind, phys_base=base, name=name),
+                            reserve_only=reserve_only, write_watch=write_watch).base
+
+    def _insert(self, alloc: Allocation, *, reserve_only: bool, write_watch: bool = False) -> Allocation:
+        """Commit (unless ``reserve_only``) and index a validated new allocation."""
+        base, size, protect = alloc.base, alloc.size, alloc.allocation_protect
+        if write_watch:
+            alloc.write_watch = set()
+            self.mmu.watched_allocations += 1
+        if not reserve_only:
+            if alloc.phys_base == base:
+                self.phys.ensure_identity(base, base + size)
+            alloc.set_pages(0, alloc.page_count, protect)
+        self.space.insert(alloc)
+        return alloc
+
+    def commit(self, address: int, size: int, protect: int) -> int:
+        """Commit the pages of [address, address+size) inside one reservation (MEM_COMMIT).
+
+        Already committed pages take the new protection, as on Windows. Returns the
+        page-aligned start.
+        """
+        alloc, first, last = self._pages_in_one_allocation(address, size)
+        self._check_protect_for(alloc, protect)
+        if alloc.kind is RegionKind.MMIO:
+            raise ConflictingAddressesError("MMIO regions are committed for their whole life")
+        if alloc.phys_base == alloc.base:
+            self.phys.ensure_identity(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
+        need_flush = self._narrows(alloc, first, last, protect)
+        self.space.set_pages(alloc, first, last, protect)
+        if need_flush:
+            self.mmu.flush()
+        return alloc.base + (first << PAGE_SHIFT)
+
+    def decommit(self, address: int, size: int) -> int:
+        """Decommit [address, address+size) inside one reservation (MEM_DECOMMIT).
+
+        Reserved pages in the range are fine; contents are discarded (zero on recommit).
+        Images, views and MMIO cannot be decommitted, as on Windows.
+        """
+        alloc, first, last = self._pages_in_one_allocation(address, size)
+        if alloc.kind is not RegionKind.PRIVATE:
+            raise EmulatorMemError(
+                "only private memory can be decommitted", status=C.STATUS_UNABLE_TO_DELETE_SECTION
+            )
+        self._drop_contents(alloc, first, last)
+        self.space.set_pages(alloc, first, last, 0)
+        self.mmu.flush()
+        return alloc.base + (first << PAGE_SHIFT)
+
+    def release(self, address: int) -> int:
+        """Release the whole reservation based at ``address`` (MEM_RELEASE); returns its size."""
+        alloc = self.space.find(address)
+        if alloc is None:
+            raise NotAllocatedError(f"{address:#x} is not allocated")
+        if alloc.base != address:
+            raise EmulatorMemError(
+                f"{address:#x} is not the allocation base {alloc.base:#x}",
+                status=C.STATUS_FREE_VM_NOT_AT_BASE,
+            )
+        self._release(alloc)
+        return alloc.size
+
+    def _release(self, alloc: Allocation) -> None:
+        for hook in self.on_release:
+            hook(alloc)
+        self._drop_contents(alloc, 0, alloc.page_count)
+        if alloc.write_watch is not None:
+            self.mmu.watched_allocations -= 1
+        self.space.remove(alloc)
+        self.mmu.flush()
+
+    def _drop_contents(self, alloc: Allocation, first: int, last: int) -> None:
+        """Zero the identity pages of [first, last) and free their private copies."""
+        private = alloc.private_pages
+        if private:
+            for index in [i for i in private if first <= i < last]:
+                self.phys.free_page(private.pop(index))
+        if alloc.phys_base != alloc.base:
+            return  # shared storage (views, aliases, MMIO) belongs to its owner
+        for s, e, p in alloc.runs(first, last):
+            if p:
+                self.phys.zero(alloc.base + (s << PAGE_SHIFT), (e - s) << PAGE_SHIFT)
+
+    def unmap_all(self) -> None:
+        """Release every reservation (the seed's ``unmap_all_memory``)."""
+        for alloc in list(self.space):
+            self._release(alloc)
+
+    # -- protection --------------------------------------------------------------------
+    def protect(self, address: int, size: int, protect: int) -> int:
+        """Change the protection of committed pages; returns the old protection of the first.
+
+        The range must lie in one reservation and be committed throughout
+        (STATUS_NOT_COMMITTED otherwise), as VirtualProtect requires.
+        """
+        alloc, first, last = self._pages_in_one_allocation(address, size)
+        self._check_protect_for(alloc, protect)
+        if alloc.kind is RegionKind.MMIO:
+            raise EmulatorMemError("MMIO protection is fixed", status=C.STATUS_INVALID_PAGE_PROTECTION)
+        if not all(p for _, _, p in alloc.runs(first, last)):
+            raise NotCommittedError(f"{address:#x}+{size:#x} is not committed throughout")
+        old = alloc.page_protect(first)
+        need_flush = self._narrows(alloc, first, last, protect)
+        self.space.set_pages(alloc, first, last, protect)
+        if need_flush:
+            self.mmu.flush()
+        return old
+
+    def _narrows(self, alloc: Allocation, first: int, last: int, protect: int) -> bool:
+        """Could a cached translation of these pages now allow too much?
+
+        Adding rights needs no flush (a missing right is a TLB miss); removing rights,
+        adding a guard or copy-on-write does.
+        """
+        new = protection.cpu_perms(protect)
+        if protect & C.PAGE_GUARD or protection.is_writecopy(protect) or not new:
+            return True
+        for _, _, p in alloc.runs(first, last):
+            if p and protection.cpu_perms(p) & ~new:
+                return True
+        return False
+
+    def _check_protect_for(self, alloc: Allocation, protect: int) -> None:
+        shared = alloc.kind in (RegionKind.MAPPED, RegionKind.IMAGE)
+        protection.check(protect, allow_writecopy=shared)
+        owner = alloc.owner
+        maximum = getattr(owner, "maximum_protect", None)
+        if maximum is not None and not protection.within(protect, maximum):
+            raise EmulatorMemError(
+                f"protection {protect:#x} exceeds what the section allows ({maximum:#x})",
+                status=C.STATUS_SECTION_PROTECTION,
+            )
+
+    # -- host access -------------------------------------------------------------------
+    def _spans(self, address: int, size: int) -> Iterator[tuple[Allocation, int, int]]:
+        """(allocation, start, end) pieces of [address, address+size); committed or raise."""
+        end = address + size
+        pos = address
+        while pos < end:
+            alloc = self.space.find(pos)
+            if alloc is None:
+                raise MemoryAccessError(f"{pos:#x} is not allocated", pos)
+            stop = min(end, alloc.end)
+            first = (pos - alloc.base) >> PAGE_SHIFT
+            last = (stop - 1 - alloc.base) >> PAGE_SHIFT
+            for s, _, p in alloc.runs(first, last + 1):
+                if not p:
+                    bad = max(pos, alloc.base + (s << PAGE_SHIFT))
+                    raise MemoryAccessError(f"{bad:#x} is not committed", bad)
+            yield alloc, pos, stop
+            pos = stop
+
+    def _phys_pieces(self, alloc: Allocation, start: int, stop: int) -> Iterator[tuple[int, int]]:
+        """(physical address, length) pieces of [start, stop) inside ``alloc``."""
+        private = alloc.private_pages
+        offset = start - alloc.base
+        if not private:
+            yield alloc.phys_base + offset, stop - start
+            return
+        pos = start
+        while pos < stop:
+            index = (pos - alloc.base) >> PAGE_SHIFT
+            n = min(stop, alloc.base + ((index + 1) << PAGE_SHIFT)) - pos
+            base = private.get(index)
+            if base is None:
+                yield alloc.phys_base + (pos - alloc.base), n
+            else:
+                yield base + (pos & (PAGE_SIZE - 1)), n
+            pos += n
+
+    @staticmethod
+    def _page_phys(alloc: Allocation, index: int) -> int:
+        private = alloc.private_pages
+        if private and index in private:
+            return private[index]
+        return alloc.phys_base + (index << PAGE_SHIFT)
+
+    def read(self, address: int, size: int) -> bytes:
+        """Guest memory as the host sees it: ignores protection, not commit state."""
+        if size < 0:
+            raise InvalidParameterError("negative size")
+        spans = list(self._spans(address, size))
+        out = bytearray(size)
+        for alloc, start, stop in spans:
+            if alloc.kind is RegionKind.MMIO:
+                out[start - address : stop - address] = alloc.owner.host_read(start - alloc.base, stop - start)
+                continue
+            pos = start - address
+            for phys, n in self._phys_pieces(alloc, start, stop):
+                self.phys.read_into(phys, out, pos, n)
+                pos += n
+        return bytes(out)
+
+    def try_read(self, address: int, size: int) -> bytes | None:
+        try:
+            return self.read(address, size)
+        except MemoryAccessError:
+            return None
+
+    def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
+        """Store into guest memory, ignoring protection (not commit state); all or nothing.
+
+        Copy-on-write pages get their private copy and write-watched or checkpointed pages
+        are marked, exactly as a guest write would.
+        """
+        data = bytes(data)
+        spans = list(self._spans(address, len(data)))
+        mmu = self.mmu
+        for alloc, start, stop in spans:
+            if alloc.kind is RegionKind.MMIO:
+                continue
+            first = (start - alloc.base) >> PAGE_SHIFT
+            last = (stop - 1 - alloc.base) >> PAGE_SHIFT
+            for s, e, p in list(alloc.runs(first, last + 1)):
+                for index in range(s, e) if protection.is_writecopy(p) else ():
+                    mmu.copy_on_write(alloc, index, alloc.page_protect(index))
+            if alloc.write_watch is not None or mmu.logs:
+                for index in range(first, last + 1):
+                    mmu.note_page_write(alloc, index, self._page_phys(alloc, index) >> PAGE_SHIFT)
+        for alloc, start, stop in spans:
+            chunk = data[start - address : stop - address]
+            if alloc.kind is RegionKind.MMIO:
+                alloc.owner.host_write(start - alloc.base, chunk)
+                continue
+            pos = 0
+            for phys, n in self._phys_pieces(alloc, start, stop):
+                self.phys.write(phys, chunk[pos : pos + n])
+                pos += n
+
+    def try_write(self, address: int, data: bytes | bytearray | memoryview) -> bool:
+        try:
+            self.write(address, data)
+        except MemoryAccessError:
+            return False
+        return True
+
+    # -- queries -----------------------------------------------------------------------
+    def query(self, address: int) -> MemoryBasicInformation:
+        """VirtualQuery: the region (maximal run of equal pages) containing ``address``."""
+        if not 0 <= address < self.highest_address:
+            raise InvalidParameterError(f"{address:#x} is outside the user address range")
+        alloc = self.space.find(address)
+        if alloc is None:
+            start = page_round_down(address)
+            nxt = self.space.allocations.bisect_right(address)
+            end = (
+                self.space.allocations.peekitem(nxt)[0]
+                if nxt < len(self.space.allocations) else self.highest_address
+            )
+            return MemoryBasicInformation(start, 0, 0, end - start, C.MEM_FREE, C.PAGE_NOACCESS, 0)
+        s, e, p = alloc.run_at((address - alloc.base) >> PAGE_SHIFT)
+        return MemoryBasicInformation(
+            BaseAddress=alloc.base + (s << PAGE_SHIFT),
+            AllocationBase=alloc.base,
+            AllocationProtect=alloc.allocation_protect,
+            RegionSize=(e - s) << PAGE_SHIFT,
+            State=C.MEM_COMMIT if p else C.MEM_RESERVE,
+            Protect=p,
+            Type=memory_type(alloc.kind),
+        )
+
+    def regions(self) -> Iterator[MemoryBasicInformation]:
+        """Every region from the lowest user address up, free ones included (a VMMap walk)."""
+        address = 0
+        while address < self.highest_address:
+            mbi = self.query(address)
+            yield mbi
+            address = mbi.BaseAddress + mbi.RegionSize
+
+    def region_info(self, address: int) -> RegionInfo:
+        mbi = self.query(address)
+        alloc = self.space.find(address)
+        if alloc is None:
+            return RegionInfo(mbi.BaseAddress, mbi.RegionSize, 0, 0, False, False, 0, 0, None)
+        return RegionInfo(
+            mbi.BaseAddress, mbi.RegionSize, alloc.base, alloc.size, True,
+            mbi.State == C.MEM_COMMIT, mbi.Protect, alloc.allocation_protect, alloc.kind,
+        )
+
+    def region_kind(self, address: int) -> RegionKind | None:
+        alloc = self.space.find(address)
+        return None if alloc is None else alloc.kind
+
+    def allocation_at(self, address: int) -> Allocation | None:
+        return self.space.find(address)
+
+    def find_free(
+        self,
+        size: int,
+        *,
+        min_address: int | None = None,
+        max_address: int | None = None,
+        alignment: int = GRANULARITY,
+        top_down: bool = False,
+    ) -> int:
+        """Lowest (or highest) free aligned range of ``size`` bytes; NoMemoryError if none."""
+        size = self._check_size(size)
+        lo = self._default_allocation_address if min_address is None else max(min_address, self.lowest_address)
+        hi = self.highest_address if max_address is None else min(max_address, self.highest_address)
+        free = self.space.free
+        found = (free.find_last if top_down else free.find_first)(size, alignment, lo, hi)
+        if found is None and min_address is None and lo > self.lowest_address and not top_down:
+            found = free.find_first(size, alignment, self.lowest_address, hi)
+        if found is None:
+            raise NoMemoryError(f"no free range of {size:#x} bytes")
+        return int(found)
+
+    def overlaps_reserved(self, address: int, size: int) -> bool:
+        return self.space.overlaps(address, address + size)
+
+    def reserved_regions(self) -> list[AllocationInfo]:
+        return [
+            AllocationInfo(a.base, a.size, a.allocation_protect, a.kind,
+                           a.committed_pages << PAGE_SHIFT, a.name)
+            for a in self.space
+        ]
+
+    def stats(self) -> MemoryStats:
+        return MemoryStats(
+            self.space.reserved_bytes, self.space.committed_pages << PAGE_SHIFT,
+            len(self.space), self.phys.region_count(),
+        )
+
+    # -- faults ------------------------------------------------------------------------
+    def take_fault(self) -> Fault | None:
+        """The exception the last refused guest access raised (then forget it)."""
+        fault, self.mmu.fault = self.mmu.fault, None
+        return fault
+
+    # -- aliases -----------------------------------------------------------------------
+    def map_alias(self, source: int, size: int, protect: int, *, address: int | None = None) -> int:
+        """Map the committed pages [source, source+size) a second time (MEM_MAPPED).
+
+        The new pages translate to the *same* physical pages, so guest writes through one
+        mapping are visible through the other: JIT dual mapping (RX + RW views) is built on
+        this. ``source`` must be page aligned, identity backed and committed throughout.
+        """
+        size = self._check_size(size)
+        protection.check(protect)
+        if source % PAGE_SIZE:
+            raise InvalidParameterError("alias source must be page aligned")
+        spans = list(self._spans(source, size))
+        if len(spans) != 1 or spans[0][0].private_pages or spans[0][0].kind is RegionKind.MMIO:
+            raise InvalidParameterError("alias source must be one plain allocation")
+        src = spans[0][0]
+        if address is None:
+            address = self.find_free(size)
+        elif address % GRANULARITY or not self.space.free.is_free(address, address + size):
+            raise ConflictingAddressesError(f"{address:#x} is not a free 64 KiB aligned range")
+        self._check_range(address, size)
+        alias = Allocation(address, size, protect, RegionKind.MAPPED,
+                           phys_base=src.phys_base + (source - src.base), owner=src)
+        return self._insert(alias, reserve_only=False).base
+
+    # -- validation helpers ------------------------------------------------------------
+    def _check_size(self, size: int) -> int:
+        if size <= 0:
+            raise InvalidParameterError(f"size {size:#x} must be positive")
+        if size > self.highest_address:
+            raise NoMemoryError(f"size {size:#x} exceeds the address space")
+        return page_round_up(size)
+
+    def _check_range(self, address: int, size: int) -> None:
+        if address < self.lowest_address or address + size > self.highest_address:
+            raise InvalidParameterError(f"{address:#x}+{size:#x} is outside the user address range")
+
+    def _pages_in_one_allocation(self, address: int, size: int) -> tuple[Allocation, int, int]:
+        if size <= 0:
+            raise InvalidParameterError(f"size {size:#x} must be positive")
+        start = page_round_down(address)
+        end = page_round_up(address + size)
+        alloc = self.space.find(start)
+        if alloc is None:
+            raise NotAllocatedError(f"{address:#x} is not inside a reservation")
+        if end > alloc.end:
+            raise ConflictingAddressesError(f"{address:#x}+{size:#x} crosses the end of its reservation")
+        return alloc, (start - alloc.base) >> PAGE_SHIFT, (end - alloc.base) >> PAGE_SHIFT

@@ -1,0 +1,192 @@
+"""The software MMU: Unicorn's virtual TLB mode driven by our page table.
+
+Unicorn holds only a few big physical chunks (:mod:`emulator_mem.physmem`). Every TLB miss
+calls :meth:`MMU._fill`, which looks the virtual page up in the
+:class:`~emulator_mem.space.AddressSpace` and either hands Unicorn the physical page and the
+CPU permissions of its Windows protection, or refuses — recording the Windows exception
+(:mod:`emulator_mem.faults`). Consequences, all without per-access hooks:
+
+* protection changes are a page-table update plus one TLB flush;
+* PAGE_GUARD and PAGE_NOACCESS, reserved and free pages simply have no translation;
+* **first-write tracking**: a page that a :class:`DirtyLog` (write watch, checkpoints) still
+  considers clean enters the TLB without write permission; the write miss marks it and the
+  refill makes it writable. Copy-on-write uses the same miss;
+* several virtual pages can translate to one physical page (views, JIT dual mapping).
+
+TLB warm-up: qemu only grows its TLB when it is flushed while well used, so a cold TLB
+misses on every access. The fill hook counts misses and flushes itself at 256, 512, 1024…
+misses, which lets the TLB double each time (measured: a 16k-page loop is warm after six
+flushes; flushing from inside the fill hook is safe because qemu re-reads the entry after
+``tlb_fill``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from unicorn import UC_HOOK_TLB_FILL, UC_TLB_VIRTUAL, Uc
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
+
+from . import constants as C
+from .faults import UC_ACCESS_TO_WINDOWS, Fault
+from .physmem import PhysicalMemory
+from .protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
+from .space import AddressSpace, Allocation, RegionKind
+
+UC_MEM_WRITE = 17
+NEED = {16: 1, 17: 2, 18: 4}  # TLB access code -> UC_PROT bit needed
+GUARD = C.PAGE_GUARD
+FIRST_GROWTH_FLUSH = 256
+MAX_GROWTH_FLUSH = 1 << 22
+
+
+class DirtyLog:
+    """Physical pages written since the log was (re)started: the reusable dirty-page piece.
+
+    The MMU feeds it from first-write TLB misses (guest writes) and from host writes, and
+    calls ``before_first_write(ppn)`` exactly once per page *before* the page may change —
+    checkpoints use that to save the original bytes, so rollback copies back only what was
+    dirtied. Attach with :meth:`MMU.attach_log`, detach with :meth:`MMU.detach_log`; after
+    :meth:`reset` pages count as clean again (the MMU flushes its TLB so writes miss again).
+    Write watch keeps its own per-allocation page sets (virtual pages, as GetWriteWatch
+    reports them) but is fed by the very same miss.
+    """
+
+    def __init__(self, before_first_write: Callable[[int], None] | None = None) -> None:
+        self.pages: set[int] = set()
+        self.before_first_write = before_first_write
+
+    def mark(self, ppn: int) -> None:
+        if ppn not in self.pages:
+            if self.before_first_write is not None:
+                self.before_first_write(ppn)
+            self.pages.add(ppn)
+
+    def reset(self) -> None:
+        self.pages.clear()
+
+
+class MMU:
+    """Owns the TLB-fill hook; every translation the guest uses comes from here."""
+
+    def __init__(self, uc: Uc, space: AddressSpace, phys: PhysicalMemory) -> None:
+        self.uc = uc
+        self.space = space
+        self.phys = phys
+        self.fault: Fault | None = None
+        self.logs: list[DirtyLog] = []
+        self.watched_allocations = 0  # allocations with MEM_WRITE_WATCH
+        self.misses = 0
+        self.flushes = 0
+        self._since_flush = 0
+        self._grow_at = FIRST_GROWTH_FLUSH
+        #: called with the exception when a fault is recorded (runners use it for guard
+        #: page stack growth); must not touch Unicorn
+        self.on_fault: Callable[[Fault], None] | None = None
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._hook = uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+
+    # -- TLB ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Drop every cached translation (after a protection or mapping change)."""
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self.flushes += 1
+        self._since_flush = 0
+
+    def _fill(self, uc: Uc, vaddr: int, access: int, entry: Any, _data: Any) -> bool:
+        self.misses += 1
+        self._since_flush += 1
+        if self._since_flush >= self._grow_at:
+            # let qemu see a busy TLB at flush time so it doubles its size
+            uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+            self._since_flush = 0
+            self._grow_at = min(self._grow_at * 2, MAX_GROWTH_FLUSH)
+        alloc = self.space.find(vaddr)
+        if alloc is None:
+            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access)
+        index = (vaddr - alloc.base) >> 12
+        protect = alloc.page_protect(index)
+        if not protect:
+            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access)
+        if protect & GUARD:
+            # one-shot, as on Windows: the touch clears the guard and raises
+            self.space.set_pages(alloc, index, index + 1, protect & ~GUARD)
+            return self._refuse(C.STATUS_GUARD_PAGE_VIOLATION, vaddr, access)
+        perms = CPU_PERMS.get(protect & 0xFF, 0)
+        if not perms & NEED.get(access, 1):
+            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access)
+        private = alloc.private_pages
+        if private is not None and index in private:
+            paddr = private[index]
+        else:
+            paddr = alloc.phys_base + (index << 12)
+        if perms & UC_WRITE:
+            if access == UC_MEM_WRITE:
+                if protect & 0xFF in WRITECOPY_RESOLVED:
+                    paddr = self.copy_on_write(alloc, index, protect)
+                self.note_page_write(alloc, index, paddr >> 12)
+            elif self._clean(alloc, index, paddr >> 12, protect):
+                perms &= ~UC_WRITE
+        if perms & UC_EXEC:
+            self.phys.exec_pages.add(paddr >> 12)
+        entry.paddr = paddr
+        entry.perms = perms
+        return True
+
+    def _refuse(self, status: int, vaddr: int, access: int) -> bool:
+        fault = Fault(status, vaddr, UC_ACCESS_TO_WINDOWS.get(access, 0))
+        self.fault = fault
+        if self.on_fault is not None:
+            self.on_fault(fault)
+        return False
+
+    # -- first-write tracking ----------------------------------------------------------
+    def _clean(self, alloc: Allocation, index: int, ppn: int, protect: int) -> bool:
+        """Must this page enter the TLB read-only so its first write comes back to us?"""
+        if protect & 0xFF in WRITECOPY_RESOLVED:
+            return True
+        watch = alloc.write_watch
+        if watch is not None and index not in watch:
+            return True
+        if alloc.kind is RegionKind.MMIO:
+            return False
+        return any(ppn not in log.pages for log in self.logs)
+
+    def note_page_write(self, alloc: Allocation, index: int, ppn: int) -> None:
+        """Record that page ``index`` of ``alloc`` (physical page ``ppn``) is being written."""
+        watch = alloc.write_watch
+        if watch is not None:
+            watch.add(index)
+        if self.logs and alloc.kind is not RegionKind.MMIO:
+            for log in self.logs:
+                log.mark(ppn)
+
+    def attach_log(self, log: DirtyLog) -> None:
+        self.logs.append(log)
+        self.flush()
+
+    def detach_log(self, log: DirtyLog) -> None:
+        self.logs.remove(log)
+
+    # -- copy-on-write -----------------------------------------------------------------
+    def copy_on_write(self, alloc: Allocation, index: int, protect: int) -> int:
+        """Resolve a PAGE_*WRITECOPY page on its first write; returns its physical address.
+
+        Identity-backed pages (images) have a single owner, so the page only changes
+        protection. Pages shared with other views get a private physical copy.
+        """
+        resolved = WRITECOPY_RESOLVED[protect & 0xFF] | (protect & ~0xFF)
+        self.space.set_pages(alloc, index, index + 1, resolved)
+        if alloc.phys_base == alloc.base:
+            return alloc.base + (index << 12)
+        shared = alloc.phys_base + (index << 12)
+        private = self.phys.alloc_page()
+        self.phys.copy(private, shared, 0x1000)
+        if alloc.private_pages is None:
+            alloc.private_pages = {}
+        alloc.private_pages[index] = private
+        return private
+
+    def close(self) -> None:
+        self.uc.hook_del(self._hook)

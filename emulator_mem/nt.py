@@ -1,0 +1,1 @@
+"""Placeholder until the NT layer lands."""

@@ -1,0 +1,216 @@
+"""Guest-physical memory: a few big host buffers that Unicorn maps with ``mem_map_ptr``.
+
+The only module besides :mod:`emulator_mem.mmu` that calls ``uc.mem_*``. Two areas:
+
+* the **identity area**: physical address == virtual address for every page with a single
+  owner. It is carved into aligned windows (1 GiB by default), each an anonymous
+  ``MAP_NORESERVE`` mmap, mapped into Unicorn on first commit inside it. Host memory is only
+  spent on pages the guest touches, and the Unicorn region count stays at a handful however
+  many allocations there are (one region per allocation is what makes peers slow).
+* the **alias area**, above the user address range: buffers with no virtual twin — section
+  storage shared by several views, copy-on-write copies, MMIO ranges.
+
+Host access is ``ctypes.memmove`` on those buffers (~30x faster than ``uc.mem_read``). Host
+writes to pages that may hold translated code go through ``uc.mem_write`` instead, because
+only that path invalidates Unicorn's translation blocks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+from dataclasses import dataclass
+
+from sortedcontainers import SortedDict
+from unicorn import UC_PROT_ALL, Uc
+
+PAGE_SIZE = 0x1000
+MAP_NORESERVE = 0x4000  # Linux value; Python's mmap module does not export it
+ZERO_WITH_MADVISE = 64 * PAGE_SIZE  # below this memset is cheaper than a syscall
+POOL_CHUNK = 2 << 20  # copy-on-write pages are carved from chunks of this size
+
+
+@dataclass(slots=True, eq=False)
+class Chunk:
+    """One host buffer mapped at ``phys`` in guest-physical space."""
+
+    phys: int
+    size: int
+    buffer: mmap.mmap
+    host: int  # host address of byte 0
+
+    @property
+    def end(self) -> int:
+        return self.phys + self.size
+
+
+def _host_buffer(size: int) -> tuple[mmap.mmap, int]:
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+    buf = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    host = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    return buf, host
+
+
+class PhysicalMemory:
+    """Allocates and maps guest-physical chunks; copies bytes in and out of them."""
+
+    def __init__(self, uc: Uc, identity_end: int, alias_base: int, window: int = 1 << 30) -> None:
+        self.uc = uc
+        self.window = window
+        self.identity_end = identity_end
+        self.alias_base = alias_base
+        self._alias_next = alias_base
+        self._alias_free: list[tuple[int, int]] = []  # (phys, size) of released alias ranges
+        self.chunks: SortedDict = SortedDict()  # phys -> Chunk
+        self._windows: dict[int, Chunk] = {}
+        self._free_pages: list[int] = []  # pool of single pages for copy-on-write copies
+        #: physical page numbers that entered the TLB executable: host writes there must
+        #: invalidate translated code, so they take the slow ``uc.mem_write`` path
+        self.exec_pages: set[int] = set()
+
+    # -- mapping ---------------------------------------------------------------------
+    def ensure_identity(self, start: int, end: int) -> None:
+        """Map the identity windows covering [start, end) (lazily, once each)."""
+        w = self.window
+        for index in range(start // w, (end - 1) // w + 1):
+            if index not in self._windows:
+                base = index * w
+                size = min(w, self.identity_end - base)
+                self._windows[index] = self._map_chunk(base, size)
+
+    def alias_chunk(self, size: int) -> Chunk:
+        """A fresh zeroed chunk in the alias area (64 KiB aligned, size rounded to pages)."""
+        size = (size + 0xFFFF) & ~0xFFFF
+        for i, (phys, free_size) in enumerate(self._alias_free):
+            if free_size == size:
+                del self._alias_free[i]
+                return self._map_chunk(phys, size)
+        phys = self._alias_next
+        self._alias_next += size
+        return self._map_chunk(phys, size)
+
+    def alias_range(self, size: int) -> int:
+        """Reserve physical addresses in the alias area without backing them (for MMIO)."""
+        size = (size + 0xFFFF) & ~0xFFFF
+        phys = self._alias_next
+        self._alias_next += size
+        return phys
+
+    def alloc_page(self) -> int:
+        """One zeroed physical page from the alias area (for a copy-on-write copy)."""
+        if not self._free_pages:
+            chunk = self.alias_chunk(POOL_CHUNK)
+            self._free_pages.extend(range(chunk.end - PAGE_SIZE, chunk.phys - 1, -PAGE_SIZE))
+        return self._free_pages.pop()
+
+    def free_page(self, phys: int) -> None:
+        self.zero(phys, PAGE_SIZE)
+        self._free_pages.append(phys)
+
+    def release_chunk(self, chunk: Chunk) -> None:
+        self.uc.mem_unmap(chunk.phys, chunk.size)
+        del self.chunks[chunk.phys]
+        self._alias_free.append((chunk.phys, chunk.size))
+        chunk.buffer.close()
+
+    def _map_chunk(self, phys: int, size: int) -> Chunk:
+        buf, host = _host_buffer(size)
+        self.uc.mem_map_ptr(phys, size, UC_PROT_ALL, host)
+        chunk = Chunk(phys, size, buf, host)
+        self.chunks[phys] = chunk
+        return chunk
+
+    def region_count(self) -> int:
+        return sum(1 for _ in self.uc.mem_regions())
+
+    # -- access ----------------------------------------------------------------------
+    def chunk_of(self, phys: int) -> Chunk | None:
+        chunks = self.chunks
+        i = chunks.bisect_right(phys) - 1
+        if i < 0:
+            return None
+        chunk: Chunk = chunks.peekitem(i)[1]
+        return chunk if phys < chunk.end else None
+
+    def host_address(self, phys: int) -> int:
+        chunk = self.chunk_of(phys)
+        if chunk is None:
+            raise LookupError(f"physical address {phys:#x} has no host memory")
+        return chunk.host + (phys - chunk.phys)
+
+    def _pieces(self, phys: int, size: int) -> list[tuple[int, int]]:
+        """Split [phys, phys+size) at chunk boundaries: (host address, length) pieces."""
+        out = []
+        while size > 0:
+            chunk = self.chunk_of(phys)
+            if chunk is None:
+                raise LookupError(f"physical address {phys:#x} has no host memory")
+            n = min(size, chunk.end - phys)
+            out.append((chunk.host + (phys - chunk.phys), n))
+            phys += n
+            size -= n
+        return out
+
+    def read(self, phys: int, size: int) -> bytes:
+        out = bytearray(size)
+        self.read_into(phys, out, 0, size)
+        return bytes(out)
+
+    def read_into(self, phys: int, out: bytearray, offset: int, size: int) -> None:
+        """Copy [phys, phys+size) into ``out[offset:offset+size]``."""
+        if not size:
+            return
+        dst = ctypes.addressof((ctypes.c_char * size).from_buffer(out, offset))
+        for host, n in self._pieces(phys, size):
+            ctypes.memmove(dst, host, n)
+            dst += n
+
+    def write(self, phys: int, data: bytes | bytearray) -> None:
+        """Store ``data`` at ``phys``, invalidating translated code it overwrites."""
+        size = len(data)
+        if not size:
+            return
+        if self.exec_pages and self._touches_code(phys, size):
+            self.uc.mem_write(phys, bytes(data))
+            return
+        src = data if isinstance(data, bytes) else bytes(data)
+        pos = 0
+        for host, n in self._pieces(phys, size):
+            ctypes.memmove(host, src[pos : pos + n] if pos or n != size else src, n)
+            pos += n
+
+    def _touches_code(self, phys: int, size: int) -> bool:
+        first, last = phys >> 12, (phys + size - 1) >> 12
+        exec_pages = self.exec_pages
+        if last - first < len(exec_pages):
+            return any(p in exec_pages for p in range(first, last + 1))
+        return any(first <= p <= last for p in exec_pages)
+
+    def copy(self, dst_phys: int, src_phys: int, size: int) -> None:
+        ctypes.memmove(self.host_address(dst_phys), self.host_address(src_phys), size)
+
+    def zero(self, phys: int, size: int) -> None:
+        """Zero [phys, phys+size) — decommitted pages come back zeroed, as on Windows.
+
+        Pages that held translated code are zeroed through ``uc.mem_write`` so Unicorn drops
+        the stale translations; everything else is an madvise/memset on the host buffer.
+        """
+        chunk = self.chunk_of(phys)
+        if chunk is None:
+            return  # never mapped: still zero
+        if self.exec_pages and self._touches_code(phys, size):
+            first, last = phys >> 12, (phys + size) >> 12
+            for page in [p for p in self.exec_pages if first <= p < last]:
+                self.uc.mem_write(page << 12, bytes(PAGE_SIZE))
+                self.exec_pages.discard(page)
+        if size >= ZERO_WITH_MADVISE:
+            chunk.buffer.madvise(mmap.MADV_DONTNEED, phys - chunk.phys, size)
+        else:
+            ctypes.memset(chunk.host + (phys - chunk.phys), 0, size)
+
+    def close(self) -> None:
+        for chunk in list(self.chunks.values()):
+            self.uc.mem_unmap(chunk.phys, chunk.size)
+            chunk.buffer.close()
+        self.chunks.clear()
+        self._windows.clear()

@@ -1,0 +1,222 @@
+"""Pure bookkeeping of a Windows address space: allocations and their page runs.
+
+No Unicorn here. An :class:`Allocation` is one reservation (VirtualAlloc's AllocationBase);
+its pages are stored run-length encoded as two parallel lists, ``starts`` (first page index of
+each run) and ``protects`` (the run's protection, 0 meaning reserved-but-uncommitted). Runs are
+kept canonical — neighbours always differ — so a run *is* the region VirtualQuery reports,
+and a query costs one bisect. Allocations are indexed by base in a ``SortedDict`` and free
+space in a :class:`~emulator_mem.freeranges.FreeRangeIndex`, so every operation is
+O(log n) in the number of allocations.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from . import constants as C
+from .freeranges import FreeRangeIndex
+
+PAGE_SHIFT = 12
+PAGE_SIZE = C.PAGE_SIZE
+GRANULARITY = C.ALLOCATION_GRANULARITY
+
+
+class RegionKind(enum.IntEnum):
+    """What backs an allocation; :func:`memory_type` gives its Windows MEM_* type."""
+
+    PRIVATE = 0
+    MAPPED = 1  # a view of a section object
+    IMAGE = 2  # a PE image mapped like the loader does
+    MMIO = 3  # reads/writes go to Python callbacks
+
+
+def memory_type(kind: RegionKind) -> int:
+    """The ``Type`` field VirtualQuery reports for a kind (MMIO looks like a mapped view)."""
+    return {
+        RegionKind.PRIVATE: C.MEM_PRIVATE,
+        RegionKind.MAPPED: C.MEM_MAPPED,
+        RegionKind.IMAGE: C.MEM_IMAGE,
+        RegionKind.MMIO: C.MEM_MAPPED,
+    }[kind]
+
+
+def page_round_up(value: int) -> int:
+    return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def page_round_down(value: int) -> int:
+    return value & ~(PAGE_SIZE - 1)
+
+
+@dataclass(slots=True, eq=False)
+class Allocation:
+    """One reservation. ``phys_base`` is where page 0 lives in guest-physical memory.
+
+    For ordinary memory ``phys_base == base`` (the identity map that keeps ``uc.mem_read`` and
+    address-range hooks truthful); section views, aliases and MMIO point elsewhere.
+    ``private_pages`` maps page index -> physical address for copy-on-write copies.
+    """
+
+    base: int
+    size: int
+    allocation_protect: int
+    kind: RegionKind
+    phys_base: int
+    starts: list[int] = field(default_factory=lambda: [0])
+    protects: list[int] = field(default_factory=lambda: [0])
+    committed_pages: int = 0
+    write_watch: set[int] | None = None  # page indexes written since the last reset
+    name: str | None = None
+    owner: Any = None  # the section / image / MMIO device / alias source behind it
+    private_pages: dict[int, int] | None = None
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    @property
+    def page_count(self) -> int:
+        return self.size >> PAGE_SHIFT
+
+    def page_protect(self, index: int) -> int:
+        """Protection of page ``index`` (0 = reserved)."""
+        return self.protects[bisect_right(self.starts, index) - 1]
+
+    def run_at(self, index: int) -> tuple[int, int, int]:
+        """(first page, end page, protect) of the run holding page ``index``."""
+        i = bisect_right(self.starts, index) - 1
+        end = self.starts[i + 1] if i + 1 < len(self.starts) else self.page_count
+        return self.starts[i], end, self.protects[i]
+
+    def runs(self, first: int = 0, last: int | None = None) -> Iterator[tuple[int, int, int]]:
+        """Runs clipped to pages [first, last): (start, end, protect)."""
+        last = self.page_count if last is None else last
+        i = bisect_right(self.starts, first) - 1
+        n = len(self.starts)
+        while i < n and self.starts[i] < last:
+            end = self.starts[i + 1] if i + 1 < n else self.page_count
+            yield max(self.starts[i], first), min(end, last), self.protects[i]
+            i += 1
+
+    def set_pages(self, first: int, last: int, protect: int) -> int:
+        """Give pages [first, last) one protection; returns the change in committed pages."""
+        delta = 0
+        for s, e, p in self.runs(first, last):
+            delta += (e - s) * ((protect != 0) - (p != 0))
+        starts, protects = self.starts, self.protects
+        i = bisect_right(starts, first) - 1
+        j = bisect_right(starts, last - 1) - 1
+        after = protects[j]
+        new_starts: list[int] = []
+        new_protects: list[int] = []
+        if starts[i] < first:
+            new_starts.append(starts[i])
+            new_protects.append(protects[i])
+        new_starts.append(first)
+        new_protects.append(protect)
+        if last < self.page_count and (j + 1 >= len(starts) or starts[j + 1] > last):
+            new_starts.append(last)
+            new_protects.append(after)
+        starts[i : j + 1] = new_starts
+        protects[i : j + 1] = new_protects
+        self._merge_around(i, i + len(new_starts))
+        self.committed_pages += delta
+        return delta
+
+    def _merge_around(self, lo: int, hi: int) -> None:
+        """Restore canonical form (no two neighbouring runs equal) in runs lo-1..hi."""
+        starts, protects = self.starts, self.protects
+        k = min(hi, len(starts) - 1)
+        while k > max(lo - 1, 0):
+            if protects[k] == protects[k - 1]:
+                del starts[k]
+                del protects[k]
+            k -= 1
+
+    def all_pages(self, first: int, last: int, predicate: Any) -> bool:
+        return all(predicate(p) for _, _, p in self.runs(first, last))
+
+    def clone(self) -> Allocation:
+        """A copy whose page runs can change independently (checkpoints use it)."""
+        return Allocation(
+            self.base, self.size, self.allocation_protect, self.kind, self.phys_base,
+            list(self.starts), list(self.protects), self.committed_pages,
+            None if self.write_watch is None else set(self.write_watch),
+            self.name, self.owner,
+            None if self.private_pages is None else dict(self.private_pages),
+        )
+
+
+class AddressSpace:
+    """Allocations indexed by base plus the free ranges between them."""
+
+    def __init__(self, lowest: int, highest: int) -> None:
+        #: usable user range [lowest, highest) — e.g. 0x10000..0x7FFF0000 for a 32-bit guest
+        self.lowest = lowest
+        self.highest = highest
+        self.allocations: SortedDict = SortedDict()
+        self.free = FreeRangeIndex(lowest, highest)
+        self.layout_version = 0
+        self.committed_pages = 0
+        self.reserved_bytes = 0
+        self._last: Allocation | None = None
+
+    def find(self, address: int) -> Allocation | None:
+        """The allocation containing ``address``, or None. Hot: the MMU calls it per TLB miss."""
+        last = self._last
+        if last is not None and last.base <= address < last.base + last.size:
+            return last
+        allocations = self.allocations
+        i = allocations.bisect_right(address) - 1
+        if i < 0:
+            return None
+        alloc: Allocation = allocations.peekitem(i)[1]
+        if address < alloc.base + alloc.size:
+            self._last = alloc
+            return alloc
+        return None
+
+    def insert(self, alloc: Allocation) -> None:
+        self.free.reserve(alloc.base, alloc.end)
+        self.allocations[alloc.base] = alloc
+        self.reserved_bytes += alloc.size
+        self.committed_pages += alloc.committed_pages
+        self.layout_version += 1
+
+    def remove(self, alloc: Allocation) -> None:
+        self.free.release(alloc.base, alloc.end)
+        del self.allocations[alloc.base]
+        self.reserved_bytes -= alloc.size
+        self.committed_pages -= alloc.committed_pages
+        if self._last is alloc:
+            self._last = None
+        self.layout_version += 1
+
+    def set_pages(self, alloc: Allocation, first: int, last: int, protect: int) -> None:
+        self.committed_pages += alloc.set_pages(first, last, protect)
+        self.layout_version += 1
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Does [start, end) touch any allocation?"""
+        allocations = self.allocations
+        i = allocations.bisect_left(end) - 1
+        if i < 0:
+            return False
+        alloc: Allocation = allocations.peekitem(i)[1]
+        return alloc.base + alloc.size > start
+
+    def __iter__(self) -> Iterator[Allocation]:
+        return iter(self.allocations.values())
+
+    def __len__(self) -> int:
+        return len(self.allocations)
+
+    def clear(self) -> None:
+        for alloc in list(self):
+            self.remove(alloc)
