@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
 from . import constants as C
-from . import protection
+from . import mmio, protection, writewatch
 from .errors import (
     ConflictingAddressesError,
     EmulatorMemError,
@@ -24,9 +24,11 @@ from .errors import (
     NotCommittedError,
 )
 from .faults import Fault
+from .mmio import MmioRead, MmioWrite
 from .mmu import MMU
 from .physmem import PhysicalMemory
 from .records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
+from .sections import SectionTable
 from .space import (
     GRANULARITY,
     PAGE_SHIFT,
@@ -68,7 +70,8 @@ class MemoryManager:
         self.mmu = MMU(uc, self.space, self.phys)
         self._default_allocation_address = self.lowest_address
         #: extension points filled by the modules that own other region kinds
-        self.on_release: list[Callable[[Allocation], None]] = []
+        self.on_release: list[Callable[[Allocation], None]] = [self._release_owner]
+        self.sections = SectionTable(self)
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -195,6 +198,11 @@ class MemoryManager:
                 f"{address:#x} is not the allocation base {alloc.base:#x}",
                 status=C.STATUS_FREE_VM_NOT_AT_BASE,
             )
+        if getattr(alloc.owner, "unmap_only", False):
+            raise EmulatorMemError(
+                f"{address:#x} is a mapped view: unmap it instead",
+                status=C.STATUS_UNABLE_TO_DELETE_SECTION,
+            )
         self._release(alloc)
         return alloc.size
 
@@ -261,11 +269,10 @@ class MemoryManager:
     def _check_protect_for(self, alloc: Allocation, protect: int) -> None:
         shared = alloc.kind in (RegionKind.MAPPED, RegionKind.IMAGE)
         protection.check(protect, allow_writecopy=shared)
-        owner = alloc.owner
-        maximum = getattr(owner, "maximum_protect", None)
-        if maximum is not None and not protection.within(protect, maximum):
+        allows = getattr(alloc.owner, "allows_protect", None)
+        if allows is not None and not allows(protect):
             raise EmulatorMemError(
-                f"protection {protect:#x} exceeds what the section allows ({maximum:#x})",
+                f"protection {protect:#x} is incompatible with the section",
                 status=C.STATUS_SECTION_PROTECTION,
             )
 
@@ -321,7 +328,8 @@ class MemoryManager:
         out = bytearray(size)
         for alloc, start, stop in spans:
             if alloc.kind is RegionKind.MMIO:
-                out[start - address : stop - address] = alloc.owner.host_read(start - alloc.base, stop - start)
+                device = alloc.owner
+                out[start - address : stop - address] = device.host_read(start - alloc.base, stop - start)
                 continue
             pos = start - address
             for phys, n in self._phys_pieces(alloc, start, stop):
@@ -433,7 +441,9 @@ class MemoryManager:
     ) -> int:
         """Lowest (or highest) free aligned range of ``size`` bytes; NoMemoryError if none."""
         size = self._check_size(size)
-        lo = self._default_allocation_address if min_address is None else max(min_address, self.lowest_address)
+        lo = self._default_allocation_address
+        if min_address is not None:
+            lo = max(min_address, self.lowest_address)
         hi = self.highest_address if max_address is None else min(max_address, self.highest_address)
         free = self.space.free
         found = (free.find_last if top_down else free.find_first)(size, alignment, lo, hi)
@@ -489,6 +499,29 @@ class MemoryManager:
         alias = Allocation(address, size, protect, RegionKind.MAPPED,
                            phys_base=src.phys_base + (source - src.base), owner=src)
         return self._insert(alias, reserve_only=False).base
+
+    # -- write watch -------------------------------------------------------------------
+    def get_write_watch(
+        self, address: int, size: int, *, reset: bool = False, max_count: int | None = None
+    ) -> list[int]:
+        """Pages of a MEM_WRITE_WATCH allocation written since the last reset (GetWriteWatch)."""
+        return writewatch.get_write_watch(self, address, size, reset=reset, max_count=max_count)
+
+    def reset_write_watch(self, address: int, size: int) -> None:
+        """ResetWriteWatch: forget the writes to the range."""
+        writewatch.reset_write_watch(self, address, size)
+
+    # -- other region kinds ------------------------------------------------------------
+    def allocate_mmio(
+        self, address: int | None, size: int, read: MmioRead, write: MmioWrite,
+        *, name: str | None = None,
+    ) -> int:
+        """An MMIO region whose guest and host accesses call ``read(offset, size) -> int``
+        and ``write(offset, size, value)``; see :mod:`emulator_mem.mmio`."""
+        return mmio.allocate_mmio(self, address, size, read, write, name)
+
+    def _release_owner(self, alloc: Allocation) -> None:
+        mmio.release_mmio(self, alloc)
 
     # -- validation helpers ------------------------------------------------------------
     def _check_size(self, size: int) -> int:

@@ -1,0 +1,283 @@
+"""Section objects and their views: one set of physical pages, mapped many times.
+
+A section's bytes live in one chunk of the alias area of guest-physical memory. Each view is
+an allocation (``MEM_MAPPED``) whose pages translate to that chunk, so every view, the host
+and the guest see the same bytes without copying; ``FILE_MAP_COPY`` views are
+``PAGE_WRITECOPY`` and get private pages on their first write (the MMU's write miss).
+
+Windows rules reproduced (ReactOS ``MiIsProtectionCompatible`` and Wine's kernelbase):
+the section's protection fixes which view protections are compatible
+(STATUS_SECTION_PROTECTION otherwise); a handle carries the access CreateFileMapping grants
+for that protection, so mapping a read-only section writable fails with
+STATUS_ACCESS_DENIED; view offsets are 64 KiB multiples (STATUS_MAPPED_ALIGNMENT); a view
+outlives its handle; the section dies with its last handle and view. File-backed sections
+read a host file and write modified bytes back when flushed, unmapped or destroyed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from . import protection
+from .errors import (
+    ConflictingAddressesError,
+    EmulatorMemError,
+    InvalidHandleError,
+    InvalidParameterError,
+    NotAllocatedError,
+    SectionError,
+)
+from .physmem import Chunk
+from .space import Allocation, RegionKind, page_round_up
+
+if TYPE_CHECKING:
+    from .manager import MemoryManager
+
+#: section protection -> view protections compatible with it (ReactOS MmCompatibleProtectionMask)
+_RO = C.PAGE_NOACCESS | C.PAGE_READONLY | C.PAGE_WRITECOPY
+COMPATIBLE: dict[int, int] = {
+    C.PAGE_READONLY: _RO,
+    C.PAGE_EXECUTE: C.PAGE_NOACCESS | C.PAGE_EXECUTE,
+    C.PAGE_EXECUTE_READ: _RO | C.PAGE_EXECUTE | C.PAGE_EXECUTE_READ,
+    C.PAGE_READWRITE: _RO | C.PAGE_READWRITE,
+    C.PAGE_WRITECOPY: _RO,
+    C.PAGE_EXECUTE_READWRITE: _RO | C.PAGE_READWRITE | C.PAGE_EXECUTE | C.PAGE_EXECUTE_READ
+    | C.PAGE_EXECUTE_READWRITE | C.PAGE_EXECUTE_WRITECOPY,
+    C.PAGE_EXECUTE_WRITECOPY: _RO | C.PAGE_EXECUTE | C.PAGE_EXECUTE_READ | C.PAGE_EXECUTE_WRITECOPY,
+}
+
+#: section protection -> access a CreateFileMapping handle gets (Wine kernelbase)
+_MAP_RW = C.SECTION_MAP_READ | C.SECTION_MAP_WRITE
+HANDLE_ACCESS: dict[int, int] = {
+    C.PAGE_READONLY: C.SECTION_MAP_READ,
+    C.PAGE_WRITECOPY: C.SECTION_MAP_READ,
+    C.PAGE_READWRITE: _MAP_RW,
+    C.PAGE_EXECUTE: C.SECTION_MAP_EXECUTE,
+    C.PAGE_EXECUTE_READ: C.SECTION_MAP_READ | C.SECTION_MAP_EXECUTE,
+    C.PAGE_EXECUTE_WRITECOPY: C.SECTION_MAP_READ | C.SECTION_MAP_EXECUTE,
+    C.PAGE_EXECUTE_READWRITE: _MAP_RW | C.SECTION_MAP_EXECUTE,
+}
+ACCESS_BASE = C.STANDARD_RIGHTS_REQUIRED | C.SECTION_QUERY
+
+
+def access_needed(view_protect: int) -> int:
+    """The handle rights NtMapViewOfSection demands for a view protection."""
+    base = view_protect & 0xFF
+    need = 0
+    if base in (C.PAGE_READONLY, C.PAGE_WRITECOPY, C.PAGE_EXECUTE_READ, C.PAGE_EXECUTE_WRITECOPY):
+        need |= C.SECTION_MAP_READ
+    if base in (C.PAGE_READWRITE, C.PAGE_EXECUTE_READWRITE):
+        need |= _MAP_RW
+    if base in protection.EXECUTABLE:
+        need |= C.SECTION_MAP_EXECUTE
+    return need
+
+
+@dataclass(eq=False)
+class Section:
+    """A section object: size, protection and the physical pages all views share."""
+
+    size: int
+    protect: int
+    attributes: int
+    chunk: Chunk | None
+    name: str | None = None
+    file_path: str | None = None
+    handles: int = 0
+    views: set[int] = field(default_factory=set)
+    image: object = None  # ImageLayout for SEC_IMAGE sections
+
+    @property
+    def writable_file(self) -> bool:
+        return self.file_path is not None and self.protect & 0xFF in (
+            C.PAGE_READWRITE, C.PAGE_EXECUTE_READWRITE)
+
+
+@dataclass(eq=False)
+class View:
+    """The owner of a view's allocation: which section, at which offset."""
+
+    section: Section
+    offset: int
+    unmap_only = True  # VirtualFree cannot release it; UnmapViewOfFile can
+
+    def allows_protect(self, protect: int) -> bool:
+        base = protect & 0xFF
+        return base & COMPATIBLE.get(self.section.protect & 0xFF, 0) == base
+
+
+class SectionTable:
+    """Handles, names and sections of one process (``mm.sections``)."""
+
+    def __init__(self, mm: MemoryManager) -> None:
+        self.mm = mm
+        self.handles: dict[int, tuple[Section, int]] = {}  # handle -> (section, access)
+        self.names: dict[str, Section] = {}
+        self._next_handle = 0x40
+        mm.on_release.append(self._view_released)
+
+    # -- objects -----------------------------------------------------------------------
+    def create(
+        self,
+        size: int,
+        protect: int,
+        attributes: int = C.SEC_COMMIT,
+        *,
+        name: str | None = None,
+        file_path: str | os.PathLike[str] | None = None,
+        access: int | None = None,
+    ) -> tuple[int, bool]:
+        """Create (or open, when ``name`` exists) a section; returns (handle, existed)."""
+        if name is not None and name in self.names:
+            section = self.names[name]
+            return self._new_handle(section, HANDLE_ACCESS.get(section.protect & 0xFF, 0)), True
+        base_protect = protect & 0xFF
+        if base_protect not in HANDLE_ACCESS or protect & ~0xFF:
+            raise EmulatorMemError(f"invalid section protection {protect:#x}",
+                                   status=C.STATUS_INVALID_PAGE_PROTECTION)
+        kind = attributes & (C.SEC_COMMIT | C.SEC_RESERVE | C.SEC_IMAGE)
+        if kind not in (C.SEC_COMMIT, C.SEC_RESERVE) or attributes & ~(kind | C.SEC_NOCACHE):
+            raise InvalidParameterError(f"unsupported section attributes {attributes:#x}")
+        data = b""
+        path = None
+        if file_path is not None:
+            path = os.fspath(file_path)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise SectionError(f"cannot read {path}: {exc}",
+                                   status=C.STATUS_INVALID_FILE_FOR_SECTION) from exc
+            if size == 0:
+                if not data:
+                    raise SectionError("empty file", status=C.STATUS_MAPPED_FILE_SIZE_ZERO)
+                size = len(data)
+        if size <= 0:
+            raise InvalidParameterError("a pagefile-backed section needs a size")
+        if size > self.mm.highest_address:
+            raise SectionError(f"section of {size:#x} bytes is too big", status=C.STATUS_SECTION_TOO_BIG)
+        chunk = self.mm.phys.alias_chunk(page_round_up(size))
+        section = Section(size, protect, attributes, chunk, name, path)
+        if data:
+            self.mm.phys.write(chunk.phys, data[:size])
+        if name is not None:
+            self.names[name] = section
+        granted = HANDLE_ACCESS[base_protect] if access is None else access
+        return self._new_handle(section, granted), False
+
+    def open(self, name: str, access: int = C.SECTION_ALL_ACCESS) -> int:
+        section = self.names.get(name)
+        if section is None:
+            raise SectionError(f"no section named {name!r}", status=C.STATUS_OBJECT_NAME_NOT_FOUND)
+        return self._new_handle(section, access)
+
+    def _new_handle(self, section: Section, access: int) -> int:
+        handle = self._next_handle
+        self._next_handle += 4
+        self.handles[handle] = (section, access | ACCESS_BASE)
+        section.handles += 1
+        return handle
+
+    def lookup(self, handle: int) -> tuple[Section, int]:
+        try:
+            return self.handles[handle]
+        except (KeyError, TypeError):
+            raise InvalidHandleError(f"invalid handle {handle!r}") from None
+
+    def close(self, handle: int) -> None:
+        section, _ = self.lookup(handle)
+        del self.handles[handle]
+        section.handles -= 1
+        self._maybe_destroy(section)
+
+    def _maybe_destroy(self, section: Section) -> None:
+        if section.handles or section.views or section.chunk is None:
+            return
+        self.flush(section)
+        if section.name is not None and self.names.get(section.name) is section:
+            del self.names[section.name]
+        self.mm.phys.release_chunk(section.chunk)
+        section.chunk = None
+
+    def flush(self, section: Section) -> None:
+        """Write a writable file-backed section's bytes back to its file (FlushViewOfFile)."""
+        if section.writable_file and section.chunk is not None and section.file_path is not None:
+            data = self.mm.phys.read(section.chunk.phys, section.size)
+            with open(section.file_path, "wb") as f:
+                f.write(data)
+
+    # -- views -------------------------------------------------------------------------
+    def map_view(
+        self,
+        handle: int,
+        protect: int,
+        *,
+        address: int | None = None,
+        offset: int = 0,
+        size: int = 0,
+        top_down: bool = False,
+        max_address: int | None = None,
+    ) -> tuple[int, int]:
+        """Map a view of the section behind ``handle``; returns (base, view size)."""
+        section, access = self.lookup(handle)
+        if section.image is not None:
+            from .image_map import map_image_section
+
+            return map_image_section(self.mm, section, address)
+        protection.check(protect, allow_writecopy=True)
+        if protect & ~0xFF:
+            raise EmulatorMemError("views take no protection modifiers",
+                                   status=C.STATUS_INVALID_PAGE_PROTECTION)
+        need = access_needed(protect)
+        if need & ~access:
+            raise SectionError("the handle does not grant that access", status=C.STATUS_ACCESS_DENIED)
+        view = View(section, offset)
+        if not view.allows_protect(protect):
+            raise SectionError(f"view protection {protect:#x} is incompatible with the section",
+                               status=C.STATUS_SECTION_PROTECTION)
+        if offset < 0 or offset % C.ALLOCATION_GRANULARITY:
+            raise SectionError(f"view offset {offset:#x} is not 64 KiB aligned",
+                               status=C.STATUS_MAPPED_ALIGNMENT)
+        if offset >= section.size and not (offset == 0 == section.size):
+            raise InvalidParameterError("view offset beyond the end of the section")
+        if size == 0:
+            size = section.size - offset
+        if offset + size > section.size:
+            raise SectionError("view extends past the section", status=C.STATUS_INVALID_VIEW_SIZE)
+        size = page_round_up(size)
+        mm = self.mm
+        if address is None:
+            base = mm.find_free(size, top_down=top_down, max_address=max_address)
+        else:
+            if address % C.ALLOCATION_GRANULARITY:
+                raise SectionError(f"view base {address:#x} is not 64 KiB aligned",
+                                   status=C.STATUS_MAPPED_ALIGNMENT)
+            mm._check_range(address, size)
+            if not mm.space.free.is_free(address, address + size):
+                raise ConflictingAddressesError(f"{address:#x}+{size:#x} overlaps a reservation")
+            base = address
+        if section.chunk is None:
+            raise InvalidHandleError("the section has been destroyed")
+        alloc = Allocation(base, size, protect, RegionKind.MAPPED,
+                           phys_base=section.chunk.phys + offset, name=section.name, owner=view)
+        mm._insert(alloc, reserve_only=bool(section.attributes & C.SEC_RESERVE))
+        section.views.add(base)
+        return base, size
+
+    def unmap_view(self, address: int) -> None:
+        """UnmapViewOfFile/NtUnmapViewOfSection: any address inside the view will do."""
+        alloc = self.mm.space.find(address)
+        if alloc is None or not getattr(alloc.owner, "unmap_only", False):
+            raise NotAllocatedError(f"{address:#x} is not a mapped view",
+                                    status=C.STATUS_NOT_MAPPED_VIEW)
+        self.mm._release(alloc)
+
+    def _view_released(self, alloc: Allocation) -> None:
+        view = alloc.owner
+        if isinstance(view, View):
+            self.flush(view.section)
+            view.section.views.discard(alloc.base)
+            self._maybe_destroy(view.section)

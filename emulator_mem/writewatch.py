@@ -1,0 +1,101 @@
+"""Write watch (MEM_WRITE_WATCH, GetWriteWatch, ResetWriteWatch) over the MMU's first-write miss.
+
+A write-watched allocation keeps the set of its page indexes written since the last reset
+(``Allocation.write_watch``). Clean pages enter the TLB without write permission, so the
+first guest write to each one misses, the MMU adds the page to the set and refills it
+writable; later writes run at full speed. Host writes (``mm.write``) mark pages the same way.
+Resetting drops pages from the set and flushes the TLB so their next write misses again.
+No per-access hook, no ``uc.mem_protect`` per page.
+
+Semantics follow Wine's ``NtGetWriteWatch``/``NtResetWriteWatch``: the range must lie inside
+one write-watched allocation (STATUS_INVALID_PARAMETER otherwise, also for size 0 or a zero
+count), at most ``max_count`` page addresses are returned in address order, and with
+WRITE_WATCH_FLAG_RESET only the part of the range that was scanned is reset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from .errors import EmulatorMemError, InvalidParameterError
+from .space import PAGE_SHIFT, PAGE_SIZE, Allocation, page_round_down, page_round_up
+
+if TYPE_CHECKING:
+    from .manager import MemoryManager
+
+
+def _watched_range(mm: MemoryManager, address: int, size: int) -> tuple[Allocation, int, int]:
+    if size <= 0:
+        raise InvalidParameterError("write-watch range needs a size")
+    start = page_round_down(address)
+    end = page_round_up(address + size)
+    alloc = mm.space.find(start)
+    if alloc is None or alloc.write_watch is None or end > alloc.end:
+        raise InvalidParameterError(f"{address:#x}+{size:#x} is not inside a write-watched allocation")
+    return alloc, (start - alloc.base) >> PAGE_SHIFT, (end - alloc.base) >> PAGE_SHIFT
+
+
+def get_write_watch(
+    mm: MemoryManager, address: int, size: int, *, reset: bool = False, max_count: int | None = None
+) -> list[int]:
+    """Addresses of the pages in [address, address+size) written since the last reset."""
+    alloc, first, last = _watched_range(mm, address, size)
+    if max_count is not None and max_count <= 0:
+        raise InvalidParameterError("max_count must be positive")
+    watch = alloc.write_watch
+    if watch is None:  # pragma: no cover - _watched_range checked it
+        raise InvalidParameterError("not write-watched")
+    limit = len(watch) if max_count is None else max_count
+    if last - first <= 4 * len(watch):
+        hits = [i for i in range(first, last) if i in watch]
+    else:
+        hits = sorted(i for i in watch if first <= i < last)
+    hits = hits[:limit]
+    if reset:
+        stop = last if len(hits) < limit or not hits else hits[-1] + 1
+        _reset(mm, alloc, first, stop)
+    return [alloc.base + (i << PAGE_SHIFT) for i in hits]
+
+
+def reset_write_watch(mm: MemoryManager, address: int, size: int) -> None:
+    """Forget the writes to [address, address+size); the next write to each page is seen."""
+    alloc, first, last = _watched_range(mm, address, size)
+    _reset(mm, alloc, first, last)
+
+
+def _reset(mm: MemoryManager, alloc: Allocation, first: int, last: int) -> None:
+    watch = alloc.write_watch
+    if not watch:
+        return
+    if last - first <= len(watch):
+        dropped = [i for i in range(first, last) if i in watch]
+    else:
+        dropped = [i for i in watch if first <= i < last]
+    if dropped:
+        watch.difference_update(dropped)
+        mm.mmu.flush()  # their writable TLB entries must go so the next write misses
+
+
+# -- NT calling convention -------------------------------------------------------------
+def NtGetWriteWatch(  # noqa: N802 - Windows name
+    mm: MemoryManager, flags: int, base: int, size: int, max_count: int
+) -> tuple[int, list[int], int]:
+    """(status, addresses, granularity) like ntdll's NtGetWriteWatch."""
+    if flags & ~C.WRITE_WATCH_FLAG_RESET or max_count <= 0:
+        return C.STATUS_INVALID_PARAMETER, [], 0
+    try:
+        found = get_write_watch(mm, base, size, reset=bool(flags & C.WRITE_WATCH_FLAG_RESET),
+                                max_count=max_count)
+    except EmulatorMemError as exc:
+        return exc.status, [], 0
+    return C.STATUS_SUCCESS, found, PAGE_SIZE
+
+
+def NtResetWriteWatch(mm: MemoryManager, base: int, size: int) -> tuple[int]:  # noqa: N802
+    """(status,) like ntdll's NtResetWriteWatch."""
+    try:
+        reset_write_watch(mm, base, size)
+    except EmulatorMemError as exc:
+        return (exc.status,)
+    return (C.STATUS_SUCCESS,)
