@@ -103,3 +103,29 @@ class RunnerError(EmulatorMemError):
 
 class UnresolvedImportError(RunnerError):
     """An import the runner has no handler for (message names DLL!function)."""
+
+
+class UnknownAllocationError(AllocatorError):
+    """An address the allocator never handed out, or one inside an allocation, not its start."""
+
+    status = C.STATUS_INVALID_PARAMETER
+
+
+class DoubleReleaseError(UnknownAllocationError):
+    """Release (or shrink) of memory that is already free: a double free."""
+
+
+class InvalidAllocationSizeError(AllocatorError, ValueError):
+    """A size of zero or less, or a shrink to a larger size."""
+
+    status = C.STATUS_INVALID_PARAMETER
+
+
+class AllocatorOutOfMemoryError(AllocatorError, MemoryError):
+    """The manager could not provide the guest memory an allocator needed for a new block."""
+
+    status = C.STATUS_NO_MEMORY
+
+
+class AllocationTooLargeError(AllocatorOutOfMemoryError):
+    """A request beyond the largest allocation the allocator supports (asmjit's kErrorTooLarge)."""

@@ -360,9 +360,9 @@ class MemoryManager:
             for s, e, p in list(alloc.runs(first, last + 1)):
                 for index in range(s, e) if protection.is_writecopy(p) else ():
                     mmu.copy_on_write(alloc, index, alloc.page_protect(index))
-            if alloc.write_watch is not None or mmu.logs:
-                for index in range(first, last + 1):
-                    mmu.note_page_write(alloc, index, self._page_phys(alloc, index) >> PAGE_SHIFT)
+            watch = alloc.write_watch
+            if watch is not None:
+                watch.update(range(first, last + 1))
         for alloc, start, stop in spans:
             chunk = data[start - address : stop - address]
             if alloc.kind is RegionKind.MMIO:

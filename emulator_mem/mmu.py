@@ -75,7 +75,7 @@ class MMU:
         self.space = space
         self.phys = phys
         self.fault: Fault | None = None
-        self.logs: list[DirtyLog] = []
+        self.logs: list[DirtyLog] = phys.logs  # one list: guest misses and host writes
         self.watched_allocations = 0  # allocations with MEM_WRITE_WATCH
         self.misses = 0
         self.flushes = 0
@@ -154,7 +154,11 @@ class MMU:
         return any(ppn not in log.pages for log in self.logs)
 
     def note_page_write(self, alloc: Allocation, index: int, ppn: int) -> None:
-        """Record that page ``index`` of ``alloc`` (physical page ``ppn``) is being written."""
+        """Record that the guest is writing page ``index`` of ``alloc`` (physical ``ppn``).
+
+        Host writes reach the dirty logs through :meth:`PhysicalMemory.before_modify`
+        instead, and write watch through ``MemoryManager.write``.
+        """
         watch = alloc.write_watch
         if watch is not None:
             watch.add(index)

@@ -21,8 +21,13 @@ import ctypes
 import mmap
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
+
+if TYPE_CHECKING:
+    from .mmu import DirtyLog
 
 PAGE_SIZE = 0x1000
 MAP_NORESERVE = 0x4000  # Linux value; Python's mmap module does not export it
@@ -67,6 +72,9 @@ class PhysicalMemory:
         #: physical page numbers that entered the TLB executable: host writes there must
         #: invalidate translated code, so they take the slow ``uc.mem_write`` path
         self.exec_pages: set[int] = set()
+        #: dirty logs (checkpoints) to tell before host code modifies a page; the MMU shares
+        #: this list and feeds the same logs from guest write misses
+        self.logs: list[DirtyLog] = []
 
     # -- mapping ---------------------------------------------------------------------
     def ensure_identity(self, start: int, end: int) -> None:
@@ -170,6 +178,8 @@ class PhysicalMemory:
         size = len(data)
         if not size:
             return
+        if self.logs:
+            self.before_modify(phys, size)
         if self.exec_pages and self._touches_code(phys, size):
             self.uc.mem_write(phys, bytes(data))
             return
@@ -186,7 +196,15 @@ class PhysicalMemory:
             return any(p in exec_pages for p in range(first, last + 1))
         return any(first <= p <= last for p in exec_pages)
 
+    def before_modify(self, phys: int, size: int) -> None:
+        """Tell the dirty logs that host code is about to change [phys, phys+size)."""
+        for ppn in range(phys >> 12, (phys + size + PAGE_SIZE - 1) >> 12):
+            for log in self.logs:
+                log.mark(ppn)
+
     def copy(self, dst_phys: int, src_phys: int, size: int) -> None:
+        if self.logs:
+            self.before_modify(dst_phys, size)
         ctypes.memmove(self.host_address(dst_phys), self.host_address(src_phys), size)
 
     def zero(self, phys: int, size: int) -> None:
@@ -198,6 +216,8 @@ class PhysicalMemory:
         chunk = self.chunk_of(phys)
         if chunk is None:
             return  # never mapped: still zero
+        if self.logs:
+            self.before_modify(phys, size)
         if self.exec_pages and self._touches_code(phys, size):
             first, last = phys >> 12, (phys + size) >> 12
             for page in [p for p in self.exec_pages if first <= p < last]:
