@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 0x1000
 MAP_NORESERVE = 0x4000  # Linux value; Python's mmap module does not export it
-ZERO_WITH_MADVISE = 64 * PAGE_SIZE  # below this memset is cheaper than a syscall
 POOL_CHUNK = 2 << 20  # copy-on-write pages are carved from chunks of this size
 
 
@@ -213,9 +212,6 @@ class PhysicalMemory:
         Pages that held translated code are zeroed through ``uc.mem_write`` so Unicorn drops
         the stale translations; everything else is an madvise/memset on the host buffer.
         """
-        chunk = self.chunk_of(phys)
-        if chunk is None:
-            return  # never mapped: still zero
         if self.logs:
             self.before_modify(phys, size)
         if self.exec_pages and self._touches_code(phys, size):
@@ -223,10 +219,20 @@ class PhysicalMemory:
             for page in [p for p in self.exec_pages if first <= p < last]:
                 self.uc.mem_write(page << 12, bytes(PAGE_SIZE))
                 self.exec_pages.discard(page)
-        if size >= ZERO_WITH_MADVISE:
-            chunk.buffer.madvise(mmap.MADV_DONTNEED, phys - chunk.phys, size)
-        else:
-            ctypes.memset(chunk.host + (phys - chunk.phys), 0, size)
+        end = phys + size
+        while phys < end:
+            chunk = self.chunk_of(phys)
+            if chunk is None:
+                return  # never mapped: still zero
+            n = min(end, chunk.end) - phys
+            offset = phys - chunk.phys
+            if offset % PAGE_SIZE == 0 and n % PAGE_SIZE == 0:
+                # hands the pages back to the host: cheaper than memset (which would first
+                # fault in never-touched pages) and frees the memory
+                chunk.buffer.madvise(mmap.MADV_DONTNEED, offset, n)
+            else:
+                ctypes.memset(chunk.host + offset, 0, n)
+            phys += n
 
     def close(self) -> None:
         for chunk in list(self.chunks.values()):

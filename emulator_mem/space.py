@@ -25,6 +25,7 @@ from .freeranges import FreeRangeIndex
 PAGE_SHIFT = 12
 PAGE_SIZE = C.PAGE_SIZE
 GRANULARITY = C.ALLOCATION_GRANULARITY
+SMALL_GRANULES = 64  # allocations up to 4 MiB are indexed per 64 KiB granule
 
 
 class RegionKind(enum.IntEnum):
@@ -165,26 +166,36 @@ class AddressSpace:
         self.layout_version = 0
         self.committed_pages = 0
         self.reserved_bytes = 0
-        self._last: Allocation | None = None
+        #: 64 KiB granule -> allocation, for allocations of at most SMALL_GRANULES granules.
+        #: Bases are granule aligned, so a granule belongs to one allocation at most; this
+        #: makes the common lookup one dict probe whatever the allocation count.
+        self._by_granule: dict[int, Allocation] = {}
+        #: the larger allocations, by base (few in practice: bisect over them is short)
+        self._large: SortedDict = SortedDict()
 
     def find(self, address: int) -> Allocation | None:
         """The allocation containing ``address``, or None. Hot: the MMU calls it per TLB miss."""
-        last = self._last
-        if last is not None and last.base <= address < last.base + last.size:
-            return last
-        allocations = self.allocations
-        i = allocations.bisect_right(address) - 1
+        alloc = self._by_granule.get(address >> 16)
+        if alloc is not None:
+            return alloc if address < alloc.base + alloc.size else None
+        large = self._large
+        if not large:
+            return None
+        i = large.bisect_right(address) - 1
         if i < 0:
             return None
-        alloc: Allocation = allocations.peekitem(i)[1]
-        if address < alloc.base + alloc.size:
-            self._last = alloc
-            return alloc
-        return None
+        found: Allocation = large.peekitem(i)[1]
+        return found if address < found.base + found.size else None
 
     def insert(self, alloc: Allocation) -> None:
         self.free.reserve(alloc.base, alloc.end)
         self.allocations[alloc.base] = alloc
+        first, last = alloc.base >> 16, (alloc.end - 1) >> 16
+        if last - first < SMALL_GRANULES:
+            for granule in range(first, last + 1):
+                self._by_granule[granule] = alloc
+        else:
+            self._large[alloc.base] = alloc
         self.reserved_bytes += alloc.size
         self.committed_pages += alloc.committed_pages
         self.layout_version += 1
@@ -192,10 +203,14 @@ class AddressSpace:
     def remove(self, alloc: Allocation) -> None:
         self.free.release(alloc.base, alloc.end)
         del self.allocations[alloc.base]
+        first, last = alloc.base >> 16, (alloc.end - 1) >> 16
+        if last - first < SMALL_GRANULES:
+            for granule in range(first, last + 1):
+                del self._by_granule[granule]
+        else:
+            del self._large[alloc.base]
         self.reserved_bytes -= alloc.size
         self.committed_pages -= alloc.committed_pages
-        if self._last is alloc:
-            self._last = None
         self.layout_version += 1
 
     def set_pages(self, alloc: Allocation, first: int, last: int, protect: int) -> None:
