@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
 from . import constants as C
-from . import mmio, protection, writewatch
+from . import image_map, mmio, protection, writewatch
 from .errors import (
     ConflictingAddressesError,
     EmulatorMemError,
@@ -24,6 +24,7 @@ from .errors import (
     NotCommittedError,
 )
 from .faults import Fault
+from .image_map import MappedImage
 from .mmio import MmioRead, MmioWrite
 from .mmu import MMU
 from .physmem import PhysicalMemory
@@ -72,6 +73,8 @@ class MemoryManager:
         #: extension points filled by the modules that own other region kinds
         self.on_release: list[Callable[[Allocation], None]] = [self._release_owner]
         self.sections = SectionTable(self)
+        #: mapped PE images by base (sections, entry point, imports, exports)
+        self.images: dict[int, MappedImage] = {}
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -522,6 +525,19 @@ class MemoryManager:
 
     def _release_owner(self, alloc: Allocation) -> None:
         mmio.release_mmio(self, alloc)
+        image_map.forget_image(self, alloc)
+
+    def map_image(self, data: bytes, base: int | None = None, name: str | None = None) -> int:
+        """Map a PE32/PE32+ file like the Windows loader; returns its base.
+
+        ``mm.images[base]`` then describes it (sections, entry point, imports with their IAT
+        slots, exports). ImageFormatError for a malformed file, and nothing is mapped.
+        """
+        return image_map.map_image(self, data, base, name)
+
+    def unmap_view(self, address: int) -> None:
+        """NtUnmapViewOfSection for section views and images."""
+        self.sections.unmap_view(address)
 
     # -- validation helpers ------------------------------------------------------------
     def _check_size(self, size: int) -> int:

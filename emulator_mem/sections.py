@@ -128,9 +128,14 @@ class SectionTable:
         *,
         name: str | None = None,
         file_path: str | os.PathLike[str] | None = None,
+        data: bytes | None = None,
         access: int | None = None,
     ) -> tuple[int, bool]:
-        """Create (or open, when ``name`` exists) a section; returns (handle, existed)."""
+        """Create (or open, when ``name`` exists) a section; returns (handle, existed).
+
+        ``file_path`` backs the section with a host file; ``data`` gives the bytes of a
+        SEC_IMAGE section directly (a PE file already in memory).
+        """
         if name is not None and name in self.names:
             section = self.names[name]
             return self._new_handle(section, HANDLE_ACCESS.get(section.protect & 0xFF, 0)), True
@@ -139,8 +144,10 @@ class SectionTable:
             raise EmulatorMemError(f"invalid section protection {protect:#x}",
                                    status=C.STATUS_INVALID_PAGE_PROTECTION)
         kind = attributes & (C.SEC_COMMIT | C.SEC_RESERVE | C.SEC_IMAGE)
-        if kind not in (C.SEC_COMMIT, C.SEC_RESERVE) or attributes & ~(kind | C.SEC_NOCACHE):
+        if kind not in (C.SEC_COMMIT, C.SEC_RESERVE, C.SEC_IMAGE) or attributes & ~(kind | C.SEC_NOCACHE):
             raise InvalidParameterError(f"unsupported section attributes {attributes:#x}")
+        if kind == C.SEC_IMAGE:
+            return self._create_image(protect, name, file_path, data, access)
         data = b""
         path = None
         if file_path is not None:
@@ -166,6 +173,30 @@ class SectionTable:
         if name is not None:
             self.names[name] = section
         granted = HANDLE_ACCESS[base_protect] if access is None else access
+        return self._new_handle(section, granted), False
+
+    def _create_image(
+        self, protect: int, name: str | None, file_path: str | os.PathLike[str] | None,
+        data: bytes | None, access: int | None,
+    ) -> tuple[int, bool]:
+        from .image import parse_image
+
+        path = None if file_path is None else os.fspath(file_path)
+        if data is None:
+            if path is None:
+                raise InvalidParameterError("a SEC_IMAGE section needs a file")
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise SectionError(f"cannot read {path}: {exc}",
+                                   status=C.STATUS_INVALID_FILE_FOR_SECTION) from exc
+        layout = parse_image(data)  # ImageFormatError (STATUS_INVALID_IMAGE_FORMAT)
+        label = name if name is not None else (None if path is None else os.path.basename(path))
+        section = Section(layout.size_of_image, protect, C.SEC_IMAGE, None, label, path, image=layout)
+        if name is not None:
+            self.names[name] = section
+        granted = C.SECTION_MAP_READ | C.SECTION_MAP_EXECUTE if access is None else access
         return self._new_handle(section, granted), False
 
     def open(self, name: str, access: int = C.SECTION_ALL_ACCESS) -> int:
@@ -194,13 +225,14 @@ class SectionTable:
         self._maybe_destroy(section)
 
     def _maybe_destroy(self, section: Section) -> None:
-        if section.handles or section.views or section.chunk is None:
+        if section.handles or section.views:
             return
-        self.flush(section)
         if section.name is not None and self.names.get(section.name) is section:
             del self.names[section.name]
-        self.mm.phys.release_chunk(section.chunk)
-        section.chunk = None
+        if section.chunk is not None:
+            self.flush(section)
+            self.mm.phys.release_chunk(section.chunk)
+            section.chunk = None
 
     def flush(self, section: Section) -> None:
         """Write a writable file-backed section's bytes back to its file (FlushViewOfFile)."""
@@ -227,6 +259,8 @@ class SectionTable:
             from .image_map import map_image_section
 
             return map_image_section(self.mm, section, address)
+        if section.chunk is None:
+            raise InvalidHandleError("the section has been destroyed")
         protection.check(protect, allow_writecopy=True)
         if protect & ~0xFF:
             raise EmulatorMemError("views take no protection modifiers",
@@ -281,3 +315,8 @@ class SectionTable:
             self.flush(view.section)
             view.section.views.discard(alloc.base)
             self._maybe_destroy(view.section)
+            return
+        section = getattr(view, "section", None)  # an image mapped from a SEC_IMAGE section
+        if isinstance(section, Section):
+            section.views.discard(alloc.base)
+            self._maybe_destroy(section)

@@ -1,0 +1,132 @@
+"""Map PE images like the Windows loader: one MEM_IMAGE allocation, per-section protections.
+
+:mod:`emulator_mem.image` (pure) parses and relocates; this module places the result in the
+address space. The allocation is SizeOfImage bytes at ImageBase — or at the caller's base,
+or at a free address when ImageBase is taken and the image is relocatable — with
+AllocationProtect PAGE_EXECUTE_WRITECOPY, headers PAGE_READONLY and each section the
+protection its characteristics give (writable sections are copy-on-write: the first write
+turns a page PAGE_READWRITE). Everything is validated and built before anything is mapped,
+so a bad image maps nothing. ``NtCreateSection(SEC_IMAGE)`` + ``NtMapViewOfSection`` reach
+:func:`map_image_section`, which ends in the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from .errors import ConflictingAddressesError, InvalidParameterError, NoMemoryError
+from .image import ImageExport, ImageImport, ImageLayout, ImageSection, parse_image
+from .space import PAGE_SHIFT, Allocation, RegionKind
+
+if TYPE_CHECKING:
+    from .manager import MemoryManager
+    from .sections import Section
+
+
+@dataclass(eq=False)
+class MappedImage:
+    """A mapped image: where it is and what a loader needs to link it."""
+
+    base: int
+    layout: ImageLayout
+    name: str | None
+    section: Section | None = None  # the SEC_IMAGE section it was mapped from, if any
+    unmap_only = True  # VirtualFree cannot release it; NtUnmapViewOfSection can
+
+    @property
+    def size(self) -> int:
+        return self.layout.size_of_image
+
+    @property
+    def entry_point(self) -> int:
+        return self.base + self.layout.entry_point_rva
+
+    @property
+    def sections(self) -> list[ImageSection]:
+        return self.layout.sections
+
+    @property
+    def imports(self) -> list[ImageImport]:
+        """Imports; ``base + iat_rva`` is the IAT slot a loader writes the target into."""
+        return self.layout.imports
+
+    @property
+    def exports(self) -> list[ImageExport]:
+        return self.layout.exports
+
+    def export_address(self, name: str) -> int | None:
+        for export in self.layout.exports:
+            if export.name == name and export.forwarder is None:
+                return self.base + export.rva
+        return None
+
+    def allows_protect(self, protect: int) -> bool:
+        return True
+
+
+def map_image(mm: MemoryManager, data: bytes, base: int | None = None, name: str | None = None) -> int:
+    """Map ``data`` (a PE32/PE32+ file); returns the base. See :attr:`MemoryManager.images`."""
+    return map_layout(mm, parse_image(bytes(data)), base, name)
+
+
+def map_layout(mm: MemoryManager, layout: ImageLayout, base: int | None, name: str | None) -> int:
+    size = layout.size_of_image
+    if layout.is_64bit != mm.is_64bit:
+        raise InvalidParameterError("image bitness does not match the CPU mode")
+    if base is None:
+        base = _choose_base(mm, layout)
+    elif base % C.ALLOCATION_GRANULARITY:
+        raise InvalidParameterError(f"image base {base:#x} is not 64 KiB aligned")
+    else:
+        mm._check_range(base, size)
+        if not mm.space.free.is_free(base, base + size):
+            raise ConflictingAddressesError(f"{base:#x}+{size:#x} overlaps a reservation")
+    content = layout.build(base)  # may raise ImageFormatError: nothing is mapped yet
+    image = MappedImage(base, layout, name)
+    alloc = Allocation(base, size, C.PAGE_EXECUTE_WRITECOPY, RegionKind.IMAGE, phys_base=base,
+                       name=name, owner=image)
+    mm.phys.ensure_identity(base, base + size)
+    mm.phys.write(base, content)
+    for rva, length, protect in layout.page_protections():
+        alloc.set_pages(rva >> PAGE_SHIFT, (rva + length) >> PAGE_SHIFT, protect)
+    mm._insert(alloc, reserve_only=True)
+    mm.images[base] = image
+    return base
+
+
+def _choose_base(mm: MemoryManager, layout: ImageLayout) -> int:
+    preferred = layout.image_base
+    size = layout.size_of_image
+    if (
+        preferred % C.ALLOCATION_GRANULARITY == 0
+        and mm.lowest_address <= preferred
+        and preferred + size <= mm.highest_address
+        and mm.space.free.is_free(preferred, preferred + size)
+    ):
+        return preferred
+    if not layout.relocatable:
+        raise ConflictingAddressesError(
+            f"ImageBase {preferred:#x} is taken and the image has no relocations")
+    try:
+        return mm.find_free(size)
+    except NoMemoryError:
+        raise ConflictingAddressesError("no room for the image") from None
+
+
+def map_image_section(mm: MemoryManager, section: Section, address: int | None) -> tuple[int, int]:
+    """NtMapViewOfSection on a SEC_IMAGE section: a fresh image mapping per view."""
+    layout = section.image
+    if not isinstance(layout, ImageLayout):
+        raise InvalidParameterError("not an image section")
+    base = map_layout(mm, layout, address, section.name or section.file_path)
+    mm.images[base].section = section
+    section.views.add(base)
+    return base, layout.size_of_image
+
+
+def forget_image(mm: MemoryManager, alloc: Allocation) -> None:
+    """on_release hook: drop the image record when its allocation goes away."""
+    if isinstance(alloc.owner, MappedImage):
+        mm.images.pop(alloc.base, None)
