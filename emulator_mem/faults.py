@@ -8,7 +8,9 @@ DEP code) and ExceptionInformation[1] (the address).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import constants as C
 
@@ -36,3 +38,69 @@ class Fault:
         verb = {ACCESS_READ: "read", ACCESS_WRITE: "write", ACCESS_EXECUTE: "execute"}
         kind = "guard page violation" if self.is_guard_page else "access violation"
         return f"{kind} ({self.status:#010x}): {verb.get(self.access, '?')} at {self.address:#x}"
+
+
+# -- the exact fault address -----------------------------------------------------------------
+# Unicorn hands the TLB-fill hook only the page of a refused access. Windows reports the exact
+# byte (ExceptionInformation[1]), so after emulation stops — the PC is then precise, on the
+# faulting instruction — the instruction is decoded and its memory operands recomputed.
+
+_STACK_WRITES = frozenset({"push", "call", "pushf", "pushfd", "pushfq", "enter"})
+_STACK_READS = frozenset({"pop", "ret", "retf", "popf", "popfd", "popfq", "leave", "iret", "iretd", "iretq"})
+
+
+def precise_address(
+    fault: Fault, uc: Any, read: Callable[[int, int], bytes | None], is_64bit: bool
+) -> int:
+    """The byte address the faulting access touched (the page address if undecidable)."""
+    from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
+    from capstone.x86 import X86_OP_MEM
+    from unicorn import x86_const
+
+    page = fault.address & ~0xFFF
+    pc = uc.reg_read(x86_const.UC_X86_REG_RIP if is_64bit else x86_const.UC_X86_REG_EIP)
+    if fault.access == ACCESS_EXECUTE:
+        return pc if pc & ~0xFFF == page else page
+    code = read(pc, 15) or read(pc, (pc | 0xFFF) + 1 - pc)
+    if not code:
+        return page
+    md = Cs(CS_ARCH_X86, CS_MODE_64 if is_64bit else CS_MODE_32)
+    md.detail = True
+    insn = next(md.disasm(code, pc, 1), None)
+    if insn is None:
+        return page
+    mask = (1 << (64 if is_64bit else 32)) - 1
+    width = 8 if is_64bit else 4
+
+    def reg(reg_id: int) -> int:
+        if not reg_id:
+            return 0
+        name = insn.reg_name(reg_id)
+        if name in ("rip", "eip"):
+            return int(pc + insn.size)
+        uc_id = getattr(x86_const, f"UC_X86_REG_{name.upper()}", None)
+        return 0 if uc_id is None else int(uc.reg_read(uc_id))
+
+    candidates: list[tuple[int, int]] = []
+    for op in insn.operands:
+        if op.type == X86_OP_MEM:
+            mem = op.mem
+            ea = reg(mem.base) + reg(mem.index) * mem.scale + mem.disp
+            seg = insn.reg_name(mem.segment) if mem.segment else None
+            if seg in ("fs", "gs"):
+                base_id = getattr(x86_const, f"UC_X86_REG_{seg.upper()}_BASE", None)
+                if base_id is not None:
+                    try:
+                        ea += int(uc.reg_read(base_id))
+                    except Exception:  # noqa: BLE001 - a mode without that register
+                        pass
+            candidates.append((ea & mask, max(op.size, 1)))
+    sp = int(uc.reg_read(x86_const.UC_X86_REG_RSP if is_64bit else x86_const.UC_X86_REG_ESP))
+    if insn.mnemonic in _STACK_WRITES:
+        candidates.append(((sp - width) & mask, width))
+    elif insn.mnemonic in _STACK_READS:
+        candidates.append((sp & mask, width))
+    for ea, size in candidates:
+        if ea <= page + 0xFFF and ea + size > page:
+            return max(ea, page)
+    return page

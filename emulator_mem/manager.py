@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
 from . import constants as C
-from . import image_map, mmio, protection, writewatch
+from . import faults, image_map, mmio, protection, writewatch
 from .errors import (
     ConflictingAddressesError,
     EmulatorMemError,
@@ -29,6 +29,9 @@ from .mmio import MmioRead, MmioWrite
 from .mmu import MMU
 from .physmem import PhysicalMemory
 from .records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
+from .rollback import Checkpoint
+from .rollback import checkpoint as _checkpoint
+from .rollback import rollback as _rollback
 from .sections import SectionTable
 from .space import (
     GRANULARITY,
@@ -171,6 +174,7 @@ class MemoryManager:
             self.phys.ensure_identity(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         need_flush = self._narrows(alloc, first, last, protect)
         self.space.set_pages(alloc, first, last, protect)
+        self.sections.commit_shared(alloc, first, last)
         if need_flush:
             self.mmu.flush()
         return alloc.base + (first << PAGE_SHIFT)
@@ -191,23 +195,57 @@ class MemoryManager:
         self.mmu.flush()
         return alloc.base + (first << PAGE_SHIFT)
 
-    def release(self, address: int) -> int:
-        """Release the whole reservation based at ``address`` (MEM_RELEASE); returns its size."""
+    def release(self, address: int, size: int = 0) -> int:
+        """Release memory (MEM_RELEASE); returns the number of bytes released.
+
+        ``size`` 0 releases the whole reservation based at ``address``. A nonzero size
+        releases just those pages of private memory, as NtFreeVirtualMemory does: Windows
+        splits the allocation and what is left on either side becomes an allocation of its
+        own (based at its first page). Views and images are released by unmapping them.
+        """
         alloc = self.space.find(address)
         if alloc is None:
             raise NotAllocatedError(f"{address:#x} is not allocated")
-        if alloc.base != address:
-            raise EmulatorMemError(
-                f"{address:#x} is not the allocation base {alloc.base:#x}",
-                status=C.STATUS_FREE_VM_NOT_AT_BASE,
-            )
         if getattr(alloc.owner, "unmap_only", False):
             raise EmulatorMemError(
                 f"{address:#x} is a mapped view: unmap it instead",
                 status=C.STATUS_UNABLE_TO_DELETE_SECTION,
             )
+        if size:
+            return self._release_pages(alloc, address, size)
+        if alloc.base != address:
+            raise EmulatorMemError(
+                f"{address:#x} is not the allocation base {alloc.base:#x}",
+                status=C.STATUS_FREE_VM_NOT_AT_BASE,
+            )
         self._release(alloc)
         return alloc.size
+
+    def _release_pages(self, alloc: Allocation, address: int, size: int) -> int:
+        if size < 0:
+            raise InvalidParameterError("negative size")
+        start, end = page_round_down(address), page_round_up(address + size)
+        if end > alloc.end:
+            raise EmulatorMemError(f"{address:#x}+{size:#x} passes the allocation end",
+                                   status=C.STATUS_UNABLE_TO_FREE_VM)
+        if alloc.kind is not RegionKind.PRIVATE:
+            raise EmulatorMemError("only private memory can be released in part",
+                                   status=C.STATUS_UNABLE_TO_DELETE_SECTION)
+        if start == alloc.base and end == alloc.end:
+            self._release(alloc)
+            return alloc.size
+        first, last = (start - alloc.base) >> PAGE_SHIFT, (end - alloc.base) >> PAGE_SHIFT
+        pieces = [alloc.slice(0, first)] if first else []
+        if last < alloc.page_count:
+            pieces.append(alloc.slice(last, alloc.page_count))
+        self._drop_contents(alloc, first, last)
+        if alloc.write_watch is not None:
+            self.mmu.watched_allocations += len(pieces) - 1
+        self.space.remove(alloc)
+        for piece in pieces:
+            self.space.insert(piece)
+        self.mmu.flush()
+        return end - start
 
     def _release(self, alloc: Allocation) -> None:
         for hook in self.on_release:
@@ -474,9 +512,17 @@ class MemoryManager:
 
     # -- faults ------------------------------------------------------------------------
     def take_fault(self) -> Fault | None:
-        """The exception the last refused guest access raised (then forget it)."""
+        """The exception the last refused guest access raised (then forget it).
+
+        Call it right after ``uc.emu_start`` stopped: the exact faulting address is
+        recovered from the faulting instruction (Unicorn reports only the page), which the
+        PC still points at.
+        """
         fault, self.mmu.fault = self.mmu.fault, None
-        return fault
+        if fault is None:
+            return None
+        address = faults.precise_address(fault, self.uc, self.try_read, self.is_64bit)
+        return Fault(fault.status, address, fault.access)
 
     # -- aliases -----------------------------------------------------------------------
     def map_alias(self, source: int, size: int, protect: int, *, address: int | None = None) -> int:
@@ -538,6 +584,19 @@ class MemoryManager:
     def unmap_view(self, address: int) -> None:
         """NtUnmapViewOfSection for section views and images."""
         self.sections.unmap_view(address)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        """Remember the whole state (memory, layout, registers) for :meth:`rollback`.
+
+        Replaces the previous checkpoint. Costs a copy of the bookkeeping, not of memory:
+        pages are saved as they are first written afterwards (see :mod:`emulator_mem.rollback`).
+        """
+        return _checkpoint(self)
+
+    def rollback(self, checkpoint: Checkpoint) -> None:
+        """Return to ``checkpoint``; time proportional to the pages dirtied since. Repeatable."""
+        _rollback(self, checkpoint)
 
     # -- validation helpers ------------------------------------------------------------
     def _check_size(self, size: int) -> int:

@@ -51,11 +51,11 @@ COMPATIBLE: dict[int, int] = {
 
 #: section protection -> access a CreateFileMapping handle gets (Wine kernelbase)
 _MAP_RW = C.SECTION_MAP_READ | C.SECTION_MAP_WRITE
+#: (PAGE_EXECUTE is absent: CreateFileMapping refuses it, Wine's test_CreateFileMapping_protection)
 HANDLE_ACCESS: dict[int, int] = {
     C.PAGE_READONLY: C.SECTION_MAP_READ,
     C.PAGE_WRITECOPY: C.SECTION_MAP_READ,
     C.PAGE_READWRITE: _MAP_RW,
-    C.PAGE_EXECUTE: C.SECTION_MAP_EXECUTE,
     C.PAGE_EXECUTE_READ: C.SECTION_MAP_READ | C.SECTION_MAP_EXECUTE,
     C.PAGE_EXECUTE_WRITECOPY: C.SECTION_MAP_READ | C.SECTION_MAP_EXECUTE,
     C.PAGE_EXECUTE_READWRITE: _MAP_RW | C.SECTION_MAP_EXECUTE,
@@ -96,17 +96,25 @@ class Section:
             C.PAGE_READWRITE, C.PAGE_EXECUTE_READWRITE)
 
 
+def compatible(maximum: int, protect: int) -> bool:
+    """May pages under ``maximum`` (a section's or a view's protection) take ``protect``?"""
+    base = protect & 0xFF
+    return base & COMPATIBLE.get(maximum & 0xFF, 0) == base
+
+
 @dataclass(eq=False)
 class View:
-    """The owner of a view's allocation: which section, at which offset."""
+    """The owner of a view's allocation: which section, at which offset, mapped how."""
 
     section: Section
     offset: int
+    protect: int  # the protection the view was mapped with
     unmap_only = True  # VirtualFree cannot release it; UnmapViewOfFile can
 
     def allows_protect(self, protect: int) -> bool:
-        base = protect & 0xFF
-        return base & COMPATIBLE.get(self.section.protect & 0xFF, 0) == base
+        """VirtualProtect inside a view is limited by the view's own protection (Wine's
+        test_CreateFileMapping_protection: a FILE_MAP_READ view takes only R and WC)."""
+        return compatible(self.protect, protect)
 
 
 class SectionTable:
@@ -268,8 +276,8 @@ class SectionTable:
         need = access_needed(protect)
         if need & ~access:
             raise SectionError("the handle does not grant that access", status=C.STATUS_ACCESS_DENIED)
-        view = View(section, offset)
-        if not view.allows_protect(protect):
+        view = View(section, offset, protect)
+        if not compatible(section.protect, protect):
             raise SectionError(f"view protection {protect:#x} is incompatible with the section",
                                status=C.STATUS_SECTION_PROTECTION)
         if offset < 0 or offset % C.ALLOCATION_GRANULARITY:
@@ -308,6 +316,32 @@ class SectionTable:
             raise NotAllocatedError(f"{address:#x} is not a mapped view",
                                     status=C.STATUS_NOT_MAPPED_VIEW)
         self.mm._release(alloc)
+
+    def commit_shared(self, alloc: Allocation, first: int, last: int) -> None:
+        """Mirror a commit inside one view of a SEC_RESERVE section to every other view.
+
+        The section's pages are what gets committed, so other views see them committed too,
+        each with its own view protection (Wine's test_MapViewOfFile).
+        """
+        view = alloc.owner
+        if not isinstance(view, View):
+            return
+        section = view.section
+        lo = view.offset + (first << 12)
+        hi = view.offset + (last << 12)
+        for base in section.views:
+            other = self.mm.space.find(base)
+            if other is None or other is alloc or not isinstance(other.owner, View):
+                continue
+            o_lo = max(lo, other.owner.offset)
+            o_hi = min(hi, other.owner.offset + other.size)
+            if o_lo >= o_hi:
+                continue
+            o_first = (o_lo - other.owner.offset) >> 12
+            o_last = (o_hi - other.owner.offset) >> 12
+            for s, e, p in list(other.runs(o_first, o_last)):
+                if not p:
+                    self.mm.space.set_pages(other, s, e, other.owner.protect)
 
     def _view_released(self, alloc: Allocation) -> None:
         view = alloc.owner

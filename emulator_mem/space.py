@@ -25,7 +25,7 @@ from .freeranges import FreeRangeIndex
 PAGE_SHIFT = 12
 PAGE_SIZE = C.PAGE_SIZE
 GRANULARITY = C.ALLOCATION_GRANULARITY
-SMALL_GRANULES = 64  # allocations up to 4 MiB are indexed per 64 KiB granule
+SMALL_GRANULES = 4096  # allocations up to 256 MiB are indexed per 64 KiB granule
 
 
 class RegionKind(enum.IntEnum):
@@ -143,6 +143,26 @@ class Allocation:
     def all_pages(self, first: int, last: int, predicate: Any) -> bool:
         return all(predicate(p) for _, _, p in self.runs(first, last))
 
+    def slice(self, first: int, last: int) -> Allocation:
+        """A new allocation for pages [first, last) of this one, based at their address.
+
+        What NtFreeVirtualMemory leaves behind when it releases the middle of an allocation:
+        Windows splits it, and the pieces become allocations of their own.
+        """
+        piece = Allocation(
+            self.base + (first << PAGE_SHIFT), (last - first) << PAGE_SHIFT,
+            self.allocation_protect, self.kind, self.phys_base + (first << PAGE_SHIFT),
+            name=self.name, owner=self.owner,
+        )
+        piece.starts, piece.protects = [], []
+        for s, e, p in self.runs(first, last):
+            piece.starts.append(s - first)
+            piece.protects.append(p)
+            piece.committed_pages += (e - s) if p else 0
+        if self.write_watch is not None:
+            piece.write_watch = {i - first for i in self.write_watch if first <= i < last}
+        return piece
+
     def clone(self) -> Allocation:
         """A copy whose page runs can change independently (checkpoints use it)."""
         return Allocation(
@@ -166,25 +186,22 @@ class AddressSpace:
         self.layout_version = 0
         self.committed_pages = 0
         self.reserved_bytes = 0
-        #: 64 KiB granule -> allocation, for allocations of at most SMALL_GRANULES granules.
-        #: Bases are granule aligned, so a granule belongs to one allocation at most; this
-        #: makes the common lookup one dict probe whatever the allocation count.
-        self._by_granule: dict[int, Allocation] = {}
-        #: the larger allocations, by base (few in practice: bisect over them is short)
-        self._large: SortedDict = SortedDict()
+        #: 64 KiB granule -> the allocation in it, for allocations of at most SMALL_GRANULES
+        #: granules: the common lookup is one dict probe whatever the allocation count.
+        #: Bases are granule aligned except for the pieces a partial release leaves, so a
+        #: granule normally has one allocation; a shared granule maps to None ("bisect").
+        self._by_granule: dict[int, Allocation | None] = {}
 
     def find(self, address: int) -> Allocation | None:
         """The allocation containing ``address``, or None. Hot: the MMU calls it per TLB miss."""
         alloc = self._by_granule.get(address >> 16)
-        if alloc is not None:
-            return alloc if address < alloc.base + alloc.size else None
-        large = self._large
-        if not large:
-            return None
-        i = large.bisect_right(address) - 1
+        if alloc is not None and alloc.base <= address < alloc.base + alloc.size:
+            return alloc
+        allocations = self.allocations
+        i = allocations.bisect_right(address) - 1
         if i < 0:
             return None
-        found: Allocation = large.peekitem(i)[1]
+        found: Allocation = allocations.peekitem(i)[1]
         return found if address < found.base + found.size else None
 
     def insert(self, alloc: Allocation) -> None:
@@ -192,10 +209,9 @@ class AddressSpace:
         self.allocations[alloc.base] = alloc
         first, last = alloc.base >> 16, (alloc.end - 1) >> 16
         if last - first < SMALL_GRANULES:
+            index = self._by_granule
             for granule in range(first, last + 1):
-                self._by_granule[granule] = alloc
-        else:
-            self._large[alloc.base] = alloc
+                index[granule] = alloc if granule not in index else None
         self.reserved_bytes += alloc.size
         self.committed_pages += alloc.committed_pages
         self.layout_version += 1
@@ -205,10 +221,10 @@ class AddressSpace:
         del self.allocations[alloc.base]
         first, last = alloc.base >> 16, (alloc.end - 1) >> 16
         if last - first < SMALL_GRANULES:
+            index = self._by_granule
             for granule in range(first, last + 1):
-                del self._by_granule[granule]
-        else:
-            del self._large[alloc.base]
+                if index.get(granule, alloc) is alloc:  # a shared (None) entry stays: harmless
+                    index.pop(granule, None)
         self.reserved_bytes -= alloc.size
         self.committed_pages -= alloc.committed_pages
         self.layout_version += 1
