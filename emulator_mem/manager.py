@@ -158,6 +158,7 @@ class MemoryManager:
                 self.phys.ensure_identity(base, base + size)
             alloc.set_pages(0, alloc.page_count, protect)
         self.space.insert(alloc)
+        self.mmu.untrap(base, base + size)
         return alloc
 
     def commit(self, address: int, size: int, protect: int) -> int:
@@ -177,6 +178,8 @@ class MemoryManager:
         self.sections.commit_shared(alloc, first, last)
         if need_flush:
             self.mmu.flush()
+        else:
+            self.mmu.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         return alloc.base + (first << PAGE_SHIFT)
 
     def decommit(self, address: int, size: int) -> int:
@@ -210,6 +213,11 @@ class MemoryManager:
             raise EmulatorMemError(
                 f"{address:#x} is a mapped view: unmap it instead",
                 status=C.STATUS_UNABLE_TO_DELETE_SECTION,
+            )
+        if alloc.alias_count:
+            raise EmulatorMemError(
+                f"{alloc.base:#x} is still mapped by {alloc.alias_count} alias view(s): release those first",
+                status=C.STATUS_UNABLE_TO_FREE_VM,
             )
         if size:
             return self._release_pages(alloc, address, size)
@@ -291,6 +299,8 @@ class MemoryManager:
         self.space.set_pages(alloc, first, last, protect)
         if need_flush:
             self.mmu.flush()
+        else:
+            self.mmu.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         return old
 
     def _narrows(self, alloc: Allocation, first: int, last: int, protect: int) -> bool:
@@ -482,7 +492,7 @@ class MemoryManager:
     ) -> int:
         """Lowest (or highest) free aligned range of ``size`` bytes; NoMemoryError if none."""
         size = self._check_size(size)
-        lo = self._default_allocation_address
+        lo = self.lowest_address if top_down else self._default_allocation_address
         if min_address is not None:
             lo = max(min_address, self.lowest_address)
         hi = self.highest_address if max_address is None else min(max_address, self.highest_address)
@@ -547,7 +557,9 @@ class MemoryManager:
         self._check_range(address, size)
         alias = Allocation(address, size, protect, RegionKind.MAPPED,
                            phys_base=src.phys_base + (source - src.base), owner=src)
-        return self._insert(alias, reserve_only=False).base
+        self._insert(alias, reserve_only=False)
+        src.alias_count += 1
+        return address
 
     # -- write watch -------------------------------------------------------------------
     def get_write_watch(
@@ -570,6 +582,8 @@ class MemoryManager:
         return mmio.allocate_mmio(self, address, size, read, write, name)
 
     def _release_owner(self, alloc: Allocation) -> None:
+        if isinstance(alloc.owner, Allocation):  # a map_alias view
+            alloc.owner.alias_count -= 1
         mmio.release_mmio(self, alloc)
         image_map.forget_image(self, alloc)
 

@@ -43,8 +43,7 @@ def NtCreateSection(  # noqa: N802 - Windows name
     try:
         handle, existed = mm.sections.create(
             maximum_size, page_protection, allocation_attributes or C.SEC_COMMIT, name=name,
-            file_path=path, data=data, access=None if desired_access in (0, C.SECTION_ALL_ACCESS)
-            else desired_access,
+            file_path=path, data=data, access=desired_access or None,
         )
     except EmulatorMemError as exc:
         return exc.status, 0

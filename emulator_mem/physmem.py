@@ -10,17 +10,19 @@ The only module besides :mod:`emulator_mem.mmu` that calls ``uc.mem_*``. Two are
 * the **alias area**, above the user address range: buffers with no virtual twin — section
   storage shared by several views, copy-on-write copies, MMIO ranges.
 
-Host access is ``ctypes.memmove`` on those buffers (~30x faster than ``uc.mem_read``). Host
-writes to pages that may hold translated code go through ``uc.mem_write`` instead, because
-only that path invalidates Unicorn's translation blocks.
+Host access is ``ctypes.memmove`` on those buffers (~30x faster than ``uc.mem_read``).
+Unicorn does not notice such writes, and in virtual-TLB mode not even ``uc.mem_write``
+drops the translation blocks of the bytes it overwrites (measured), so a write to a page
+that has entered the TLB executable calls ``on_code_write`` (the MMU's
+:meth:`~emulator_mem.mmu.MMU.invalidate_code`) after the bytes changed.
 """
 
 from __future__ import annotations
 
 import ctypes
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
@@ -69,8 +71,9 @@ class PhysicalMemory:
         self._windows: dict[int, Chunk] = {}
         self._free_pages: list[int] = []  # pool of single pages for copy-on-write copies
         #: physical page numbers that entered the TLB executable: host writes there must
-        #: invalidate translated code, so they take the slow ``uc.mem_write`` path
+        #: invalidate translated code (``on_code_write``, installed by the MMU)
         self.exec_pages: set[int] = set()
+        self.on_code_write: Callable[[int, int], None] | None = None
         #: dirty logs (checkpoints) to tell before host code modifies a page; the MMU shares
         #: this list and feeds the same logs from guest write misses
         self.logs: list[DirtyLog] = []
@@ -179,14 +182,17 @@ class PhysicalMemory:
             return
         if self.logs:
             self.before_modify(phys, size)
-        if self.exec_pages and self._touches_code(phys, size):
-            self.uc.mem_write(phys, bytes(data))
-            return
         src = data if isinstance(data, bytes) else bytes(data)
         pos = 0
         for host, n in self._pieces(phys, size):
             ctypes.memmove(host, src[pos : pos + n] if pos or n != size else src, n)
             pos += n
+        self.code_changed(phys, size)
+
+    def code_changed(self, phys: int, size: int) -> None:
+        """Tell the MMU when bytes that were executed changed (it drops their translations)."""
+        if self.exec_pages and self.on_code_write is not None and self._touches_code(phys, size):
+            self.on_code_write(phys, size)
 
     def _touches_code(self, phys: int, size: int) -> bool:
         first, last = phys >> 12, (phys + size - 1) >> 12
@@ -205,20 +211,16 @@ class PhysicalMemory:
         if self.logs:
             self.before_modify(dst_phys, size)
         ctypes.memmove(self.host_address(dst_phys), self.host_address(src_phys), size)
+        self.code_changed(dst_phys, size)
 
     def zero(self, phys: int, size: int) -> None:
         """Zero [phys, phys+size) — decommitted pages come back zeroed, as on Windows.
 
-        Pages that held translated code are zeroed through ``uc.mem_write`` so Unicorn drops
-        the stale translations; everything else is an madvise/memset on the host buffer.
+        An madvise/memset on the host buffer; translations of code there are dropped.
         """
         if self.logs:
             self.before_modify(phys, size)
-        if self.exec_pages and self._touches_code(phys, size):
-            first, last = phys >> 12, (phys + size) >> 12
-            for page in [p for p in self.exec_pages if first <= p < last]:
-                self.uc.mem_write(page << 12, bytes(PAGE_SIZE))
-                self.exec_pages.discard(page)
+        self.code_changed(phys, size)
         end = phys + size
         while phys < end:
             chunk = self.chunk_of(phys)

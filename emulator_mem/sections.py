@@ -89,6 +89,8 @@ class Section:
     handles: int = 0
     views: set[int] = field(default_factory=set)
     image: object = None  # ImageLayout for SEC_IMAGE sections
+    #: SEC_RESERVE: section pages committed so far (the commit belongs to the section)
+    committed: set[int] = field(default_factory=set)
 
     @property
     def writable_file(self) -> bool:
@@ -227,9 +229,12 @@ class SectionTable:
             raise InvalidHandleError(f"invalid handle {handle!r}") from None
 
     def close(self, handle: int) -> None:
+        """NtClose: the name goes with the last handle; the memory with the last view too."""
         section, _ = self.lookup(handle)
         del self.handles[handle]
         section.handles -= 1
+        if not section.handles and section.name is not None and self.names.get(section.name) is section:
+            del self.names[section.name]
         self._maybe_destroy(section)
 
     def _maybe_destroy(self, section: Section) -> None:
@@ -246,7 +251,7 @@ class SectionTable:
         """Write a writable file-backed section's bytes back to its file (FlushViewOfFile)."""
         if section.writable_file and section.chunk is not None and section.file_path is not None:
             data = self.mm.phys.read(section.chunk.phys, section.size)
-            with open(section.file_path, "wb") as f:
+            with open(section.file_path, "r+b") as f:  # bytes past the section stay
                 f.write(data)
 
     # -- views -------------------------------------------------------------------------
@@ -305,7 +310,14 @@ class SectionTable:
             raise InvalidHandleError("the section has been destroyed")
         alloc = Allocation(base, size, protect, RegionKind.MAPPED,
                            phys_base=section.chunk.phys + offset, name=section.name, owner=view)
-        mm._insert(alloc, reserve_only=bool(section.attributes & C.SEC_RESERVE))
+        reserve = bool(section.attributes & C.SEC_RESERVE)
+        mm._insert(alloc, reserve_only=reserve)
+        if reserve and section.committed:
+            first_page = offset >> 12
+            for index in sorted(p - first_page for p in section.committed
+                                if first_page <= p < first_page + (size >> 12)):
+                alloc.set_pages(index, index + 1, protect)
+            mm.space.committed_pages += alloc.committed_pages
         section.views.add(base)
         return base, size
 
@@ -329,6 +341,8 @@ class SectionTable:
         section = view.section
         lo = view.offset + (first << 12)
         hi = view.offset + (last << 12)
+        if section.attributes & C.SEC_RESERVE:
+            section.committed.update(range(lo >> 12, hi >> 12))
         for base in section.views:
             other = self.mm.space.find(base)
             if other is None or other is alloc or not isinstance(other.owner, View):

@@ -76,6 +76,7 @@ class Allocation:
     name: str | None = None
     owner: Any = None  # the section / image / MMIO device / alias source behind it
     private_pages: dict[int, int] | None = None
+    alias_count: int = 0  # live map_alias views of this allocation's pages
 
     @property
     def end(self) -> int:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import constants as C
 from . import nt_sections, writewatch
+from .sections import ACCESS_BASE, HANDLE_ACCESS
 
 if TYPE_CHECKING:
     from .manager import MemoryManager
@@ -74,8 +75,11 @@ class FileMappingApi:
             file = file_handle
         attributes = protect & 0xFFF00000 or C.SEC_COMMIT
         size = (maximum_size_high << 32) | maximum_size_low
+        # kernelbase asks only for the rights the protection allows (so FILE_MAP_WRITE on a
+        # read-only mapping is ERROR_ACCESS_DENIED, not a protection mismatch)
+        access = ACCESS_BASE | HANDLE_ACCESS.get(protect & 0xFF, 0)
         status, handle = nt_sections.NtCreateSection(
-            self.mm, C.SECTION_ALL_ACCESS, size, protect & 0x000FFFFF, attributes, file, name
+            self.mm, access, size, protect & 0x000FFFFF, attributes, file, name
         )
         if status == C.STATUS_OBJECT_NAME_EXISTS:
             self.SetLastError(C.ERROR_ALREADY_EXISTS)
