@@ -62,7 +62,7 @@ def bookkeeping(live_counts: tuple[int, ...], ops: int, repeat: int) -> list[dic
             bases.append(mm.allocate(0x10000, C.PAGE_READWRITE))
         k = min(ops, n // 2)
 
-        def batch() -> dict[str, float]:
+        def batch(k: int = k) -> dict[str, float]:
             idx = rng.sample(range(len(bases)), k)
             picked = [bases[i] for i in idx]
             t0 = time.perf_counter()
@@ -132,10 +132,10 @@ def guest(pages_list: tuple[int, ...], instructions: int, repeat: int) -> list[d
     iters = instructions // LOOP_INSNS
     rows = []
     for pages in pages_list:
-        def cold(make: Callable[[bytes, int], Uc]) -> float:
+        def cold(make: Callable[[bytes, int], Uc], pages: int = pages) -> float:
             return _run(make(code, pages), code, pages, iters)
 
-        def warm(make: Callable[[bytes, int], Uc]) -> float:
+        def warm(make: Callable[[bytes, int], Uc], pages: int = pages) -> float:
             uc = make(code, pages)
             _run(uc, code, pages, iters)
             return _run(uc, code, pages, iters)
