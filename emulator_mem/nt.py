@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NT_SUCCESS",
+    "NtClose",
+    "NtCreateSection",
+    "NtGetWriteWatch",
+    "NtMapViewOfSection",
+    "NtOpenSection",
+    "NtResetWriteWatch",
+    "NtUnmapViewOfSection",
     "NtAllocateVirtualMemory",
     "NtFreeVirtualMemory",
     "NtProtectVirtualMemory",
@@ -348,3 +355,15 @@ def _effective_protect(alloc: Allocation, requested: int) -> int:
     if protection.is_valid(effective, allow_writecopy=shared):
         return effective
     return requested & ~CACHE_ATTRIBUTES
+
+
+# -- sections and write watch live with their mechanisms; re-exported so ``nt`` is the one
+# -- place for every Nt* call
+from .nt_sections import (  # noqa: E402
+    NtClose,
+    NtCreateSection,
+    NtMapViewOfSection,
+    NtOpenSection,
+    NtUnmapViewOfSection,
+)
+from .writewatch import NtGetWriteWatch, NtResetWriteWatch  # noqa: E402
