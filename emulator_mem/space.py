@@ -172,6 +172,7 @@ class Allocation:
             None if self.write_watch is None else set(self.write_watch),
             self.name, self.owner,
             None if self.private_pages is None else dict(self.private_pages),
+            self.alias_count,
         )
 
 
