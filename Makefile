@@ -19,7 +19,20 @@ test: lint typecheck
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) -m emulator_mem.demo
+	@$(PY) samples/build.py --check
+	@for exe in samples/bin/*.exe; do \
+		echo; echo "=== emulator-mem run $$exe"; \
+		$(PY) -m emulator_mem.cli run $$exe; status=$$?; \
+		[ $$status -le 1 ] || exit $$status; \
+	done
+	@echo; echo "=== emulator-mem vmmap --run samples/bin/uart64.exe"
+	@$(PY) -m emulator_mem.cli vmmap --run samples/bin/uart64.exe
+	@mkdir -p build
+	@echo; echo "=== snapshot stack32 after 3000 instructions, then resume it in a new process"
+	@$(PY) -m emulator_mem.cli run samples/bin/stack32.exe --snapshot-at 3000 \
+		--snapshot-out build/stack32.snap > /dev/null
+	@$(PY) -m emulator_mem.cli snapshot info build/stack32.snap
+	@$(PY) -m emulator_mem.cli run --resume build/stack32.snap
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'

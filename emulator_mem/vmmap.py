@@ -93,3 +93,56 @@ def format_map(mm: MemoryManager, include_free: bool = False) -> str:
         total_c += entry["committed"]
     lines.append(f"{'Total':<8} {total_r:>14,} {total_c:>14,}")
     return "\n".join(lines)
+
+
+# -- detailed view (the runner's ``emulator-mem vmmap``) -----------------------------------
+def image_section_names(mm: MemoryManager, address: int, size: int = 1) -> list[str]:
+    """The PE sections (".text", ".data"…, "headers") of a mapped image that overlap
+    ``[address, address+size)``, in address order; [] outside images."""
+    alloc = mm.allocation_at(address)
+    image = None if alloc is None else mm.images.get(alloc.base)
+    if alloc is None or image is None:
+        return []
+    lo, hi = address - alloc.base, address - alloc.base + max(size, 1)
+    names = ["headers"] if lo < image.layout.size_of_headers else []
+    for section in image.sections:
+        start = section.virtual_address
+        end = start + max(section.virtual_size, section.raw_size, 1)
+        if start < hi and lo < end:
+            names.append(section.name)
+    return names
+
+
+def detailed_rows(mm: MemoryManager, include_free: bool = False) -> list[dict[str, object]]:
+    """:func:`region_rows` plus ``details``: the allocation's name, with the PE section for
+    image regions ("app.exe .text") and the kind for unnamed views and MMIO."""
+    rows = region_rows(mm, include_free)
+    for row in rows:
+        details = str(row["name"] or (row["kind"] if row["kind"] not in ("private", "") else ""))
+        if row["type"] == "image":
+            sections = image_section_names(mm, int(str(row["base"])), int(str(row["size"])))
+            details = f"{details} {', '.join(sections)}".strip()
+        row["details"] = details
+    return rows
+
+
+def format_detailed(mm: MemoryManager, include_free: bool = False) -> str:
+    """Like :func:`format_map`, with :func:`detailed_rows`' details column."""
+    width = 16 if mm.is_64bit else 8
+    lines = [f"{'Address':<{width + 2}} {'Size':>12}  {'Type':<8} {'State':<8} {'Protect':<8} "
+             f"{'AllocBase':<{width + 2}} {'AllocProt':<9} Details"]
+    for r in detailed_rows(mm, include_free):
+        lines.append(
+            f"{r['base']:#0{width + 2}x} {r['size']:>12,}  {r['type']!s:<8} {r['state']!s:<8} "
+            f"{r['protect']!s:<8} {r['allocation_base']:#0{width + 2}x} {r['allocation_protect']!s:<9} "
+            f"{r['details']}".rstrip()
+        )
+    lines.append("")
+    lines.append(f"{'Type':<8} {'Reserved':>14} {'Committed':>14}")
+    total_r = total_c = 0
+    for name, entry in sorted(summary(mm).items()):
+        lines.append(f"{name:<8} {entry['reserved']:>14,} {entry['committed']:>14,}")
+        total_r += entry["reserved"]
+        total_c += entry["committed"]
+    lines.append(f"{'Total':<8} {total_r:>14,} {total_c:>14,}")
+    return "\n".join(lines)
