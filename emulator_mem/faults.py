@@ -96,6 +96,10 @@ def precise_address(
                         pass
             candidates.append((ea & mask, max(op.size, 1)))
     sp = int(uc.reg_read(x86_const.UC_X86_REG_RSP if is_64bit else x86_const.UC_X86_REG_ESP))
+    if insn.mnemonic in ("xlat", "xlatb"):  # implicit [ebx + al]
+        bx = x86_const.UC_X86_REG_RBX if is_64bit else x86_const.UC_X86_REG_EBX
+        al = int(uc.reg_read(x86_const.UC_X86_REG_AL))
+        candidates.append(((int(uc.reg_read(bx)) + al) & mask, 1))
     if insn.mnemonic in _STACK_WRITES:
         candidates.append(((sp - width) & mask, width))
     elif insn.mnemonic in _STACK_READS:

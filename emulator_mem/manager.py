@@ -72,6 +72,7 @@ class MemoryManager:
             uc, self.highest_address, ALIAS_BASE_64 if self.is_64bit else ALIAS_BASE_32
         )
         self.mmu = MMU(uc, self.space, self.phys)
+        self.mmu.trap.read_memory = self.try_read
         self._default_allocation_address = self.lowest_address
         #: extension points filled by the modules that own other region kinds
         self.on_release: list[Callable[[Allocation], None]] = [self._release_owner]
@@ -158,7 +159,7 @@ class MemoryManager:
                 self.phys.ensure_identity(base, base + size)
             alloc.set_pages(0, alloc.page_count, protect)
         self.space.insert(alloc)
-        self.mmu.untrap(base, base + size)
+        self.mmu.trap.untrap(base, base + size)
         return alloc
 
     def commit(self, address: int, size: int, protect: int) -> int:
@@ -176,10 +177,9 @@ class MemoryManager:
         need_flush = self._narrows(alloc, first, last, protect)
         self.space.set_pages(alloc, first, last, protect)
         self.sections.commit_shared(alloc, first, last)
+        self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
             self.mmu.flush()
-        else:
-            self.mmu.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         return alloc.base + (first << PAGE_SHIFT)
 
     def decommit(self, address: int, size: int) -> int:
@@ -297,10 +297,9 @@ class MemoryManager:
         old = alloc.page_protect(first)
         need_flush = self._narrows(alloc, first, last, protect)
         self.space.set_pages(alloc, first, last, protect)
+        self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
             self.mmu.flush()
-        else:
-            self.mmu.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         return old
 
     def _narrows(self, alloc: Allocation, first: int, last: int, protect: int) -> bool:

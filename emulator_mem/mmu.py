@@ -29,8 +29,6 @@ from unicorn import (
     UC_ERR_EXCEPTION,
     UC_HOOK_TLB_FILL,
     UC_MODE_64,
-    UC_PROT_EXEC,
-    UC_PROT_READ,
     UC_TLB_VIRTUAL,
     Uc,
     UcError,
@@ -40,6 +38,7 @@ from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_RIP
 
 from . import constants as C
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
+from .fetchtrap import FetchTrap
 from .physmem import PhysicalMemory
 from .protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
 from .space import AddressSpace, Allocation, RegionKind
@@ -95,25 +94,20 @@ class MMU:
         #: called with the exception when a fault is recorded (runners use it for guard
         #: page stack growth); must not touch Unicorn
         self.on_fault: Callable[[Fault], None] | None = None
-        self._pc_reg = UC_X86_REG_RIP if uc.ctl_get_mode() & UC_MODE_64 else UC_X86_REG_EIP
+        self.pc_reg = UC_X86_REG_RIP if uc.ctl_get_mode() & UC_MODE_64 else UC_X86_REG_EIP
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self._hook = uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
-        #: pages currently in the TLB as fetch traps, and the most recent one
-        self.trap_pages: set[int] = set()
-        self._trap_page = 0
         self.until: int | None = None
         self._forced: dict[int, int] | None = None  # see invalidate_code
         phys.on_code_write = self.invalidate_code
         self._wrap_emu_start(uc)
-        self.trap_phys = phys.alias_range(0x10000)
-        uc.mmio_map(self.trap_phys, 0x1000, self._trap_read, None, None, None)
-        uc.mem_protect(self.trap_phys, 0x1000, UC_PROT_READ | UC_PROT_EXEC)
+        self.trap = FetchTrap(self, self.pc_reg == UC_X86_REG_RIP)
 
     # -- TLB ---------------------------------------------------------------------------
     def flush(self) -> None:
         """Drop every cached translation (after a protection or mapping change)."""
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
-        self.trap_pages.clear()
+        self.trap.pages.clear()
         self.flushes += 1
         self._since_flush = 0
 
@@ -132,14 +126,16 @@ class MMU:
             self._grow_at = min(self._grow_at * 2, MAX_GROWTH_FLUSH)
         alloc = self.space.find(vaddr)
         if alloc is None:
+            if self.trap.is_marker(vaddr):
+                return self.trap.marker_fault()
             return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry)
         index = (vaddr - alloc.base) >> 12
         protect = alloc.page_protect(index)
         if not protect:
             return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry)
         if protect & GUARD:
-            if access == UC_MEM_FETCH and self._not_guest_fetch(vaddr):
-                return self._trap(vaddr, entry)
+            if access == UC_MEM_FETCH and self.trap.wanted(vaddr):
+                return self.trap.map(vaddr, entry)
             # one-shot, as on Windows: the touch clears the guard and raises
             self.space.set_pages(alloc, index, index + 1, protect & ~GUARD)
             return self._refuse(C.STATUS_GUARD_PAGE_VIOLATION, vaddr, access)
@@ -165,8 +161,8 @@ class MMU:
         return True
 
     def _refuse(self, status: int, vaddr: int, access: int, entry: Any = None) -> bool:
-        if access == UC_MEM_FETCH and entry is not None and self._not_guest_fetch(vaddr):
-            return self._trap(vaddr, entry)
+        if access == UC_MEM_FETCH and entry is not None and self.trap.wanted(vaddr):
+            return self.trap.map(vaddr, entry)
         fault = Fault(status, vaddr, UC_ACCESS_TO_WINDOWS.get(access, 0))
         self.fault = fault
         if self.on_fault is not None:
@@ -206,22 +202,24 @@ class MMU:
     def _wrap_emu_start(self, uc: Uc) -> None:
         """Know each run's ``until`` and tidy up after the run; make ``uc.mem_write`` drop code.
 
-        Unicorn looks up the page of the ``until`` address of ``emu_start`` (which it never
-        executes) and, after the run, of ``until - 1`` again. Refusing those lookups would
-        fault runs that end at an unmapped sentinel return address, which plain Unicorn
-        allows, so the instance's ``emu_start`` is wrapped to remember ``until`` and those
-        two pages get the fetch trap (:meth:`_trap`) instead of a refusal.
+        The fetch trap (:mod:`emulator_mem.fetchtrap`) needs each run's ``until``; Unicorn
+        offers no hook for it, so the instance's ``emu_start`` is wrapped.
         """
         original = uc.emu_start
 
         def emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
             outer, self.until = self.until, until
             try:
-                original(begin, until, timeout, count)
+                try:
+                    original(begin, until, timeout, count)
+                except UcError:
+                    if self.trap.straddle is None:
+                        raise
+                    self._finish_straddle(original)
             finally:
                 self.until = outer
-                if self.trap_pages:
-                    self.flush()  # trap entries (and blocks built from them) die with the run
+                if self.trap.pages:
+                    self.flush()  # trap entries die with the run
 
         uc.emu_start = emu_start
 
@@ -237,61 +235,32 @@ class MMU:
 
         uc.mem_write = mem_write
 
-    def _not_guest_fetch(self, vaddr: int) -> bool:
-        """Should a refused instruction fetch of this page get the trap instead?
+    def _finish_straddle(self, original: Callable[..., None]) -> None:
+        """Run a block up to the instruction that straddles into a non-executable page,
+        then raise that fetch fault with the PC on it (see :mod:`emulator_mem.fetchtrap`)."""
+        if self.trap.straddle is None:
+            return
+        start, stop = self.trap.straddle
+        self.trap.straddle = None
+        fault, self.fault = self.fault, None
+        self.uc.ctl_flush_tb()  # the abandoned block was built with made-up bytes
+        self.flush()
+        self.until = stop
+        original(start, stop, 0, 0)  # a fault in these instructions comes first, as it should
+        self.fault = fault
+        raise UcError(UC_ERR_EXCEPTION)
 
-        Yes for the pages of ``until`` and ``until - 1``, and for lookups that are not the
-        guest's at all (outside ``emu_start``, or for another page than the PC's): Unicorn
-        also translates pages to drop translation blocks (when a
-        hook or the instruction-count hook is removed, after a run), and those come
-        through the TLB-fill hook too. A guest fetch is for the page of the PC (qemu
-        syncs it before translating a block) or, for an instruction that spans pages, the
-        next one.
-        """
-        page = vaddr >> 12
-        until = self.until
-        if until is None:
-            return True  # not inside emu_start (e.g. uc.hook_del dropping blocks): not the guest
-        if page in (until >> 12, (until - 1) >> 12):
-            return True
-        return page - (self.uc.reg_read(self._pc_reg) >> 12) not in (0, 1)
-
-    def _trap(self, vaddr: int, entry: Any) -> bool:
-        """Map an exit page the guest may not execute onto the execute-only MMIO trap.
-
-        qemu then treats the page as "not RAM": the exit check at ``until`` still works,
-        and only if code bytes there are really read does :meth:`_trap_read` raise the
-        Windows exception. Data accesses still miss (the entry grants no read or write)
-        and are refused as usual.
-        """
-        page = vaddr >> 12
-        self._trap_page = page
-        self.trap_pages.add(page)
-        entry.paddr = self.trap_phys
-        entry.perms = UC_EXEC
-        return True
-
-    def _trap_read(self, uc: Any, offset: int, size: int, _data: Any) -> int:
-        """The guest really fetches code from a trapped page: raise its exception now."""
-        if getattr(uc, "_hook_exception", None) is not None:
-            return 0  # already stopping this run; later bytes of the same block
-        vaddr = (self._trap_page << 12) | offset
+    def record_fetch_fault(self, vaddr: int) -> None:
+        """Record the fault of an instruction fetch at ``vaddr`` (guard pages are one-shot)."""
         alloc = self.space.find(vaddr)
         status = C.STATUS_ACCESS_VIOLATION
         if alloc is not None:
             index = (vaddr - alloc.base) >> 12
             protect = alloc.page_protect(index)
-            if protect and not protect & GUARD and CPU_PERMS.get(protect & 0xFF, 0) & UC_EXEC:
-                # executable by now (rights were added after the trap entry was made)
-                data = self.phys.read(self._page_phys(alloc, index) | (vaddr & 0xFFF), size)
-                return int.from_bytes(data, "little")
             if protect & GUARD:
                 self.space.set_pages(alloc, index, index + 1, protect & ~GUARD)
                 status = C.STATUS_GUARD_PAGE_VIOLATION
         self._refuse(status, vaddr, UC_MEM_FETCH)
-        uc._hook_exception = UcError(UC_ERR_EXCEPTION)
-        uc.emu_stop()
-        return 0
 
     @staticmethod
     def _page_phys(alloc: Allocation, index: int) -> int:
@@ -299,12 +268,6 @@ class MMU:
         if private is not None and index in private:
             return private[index]
         return alloc.phys_base + (index << 12)
-
-    def untrap(self, start: int, end: int) -> None:
-        """Flush if pages in [start, end) sit in the TLB as fetch traps (rights grew)."""
-        traps = self.trap_pages
-        if traps and any((p << 12) < end and (p << 12) >= start - 0xFFF for p in traps):
-            self.flush()
 
     # -- first-write tracking ----------------------------------------------------------
     def _clean(self, alloc: Allocation, index: int, ppn: int, protect: int) -> bool:
