@@ -75,7 +75,8 @@ def section_bookkeeping(core: dict[str, Any], peers: list[dict[str, Any]]) -> li
                    f"{fmt(r['protect'])} | {fmt(r['free'])} | {r['unicorn_regions']} | |")
     for r in peers:
         note = r.get("skipped") or r.get("error") or r.get("note", "")
-        out.append(f"| {r.get('peer')} {r.get('version', '')} | {r.get('live', 0):,} | "
+        version = '' if r.get('version') in (None, '-') else r.get('version')
+        out.append(f"| {r.get('peer')} {version} | {r.get('live', 0):,} | "
                    f"{fmt(r.get('alloc_per_s'))} | {fmt(r.get('query_per_s'))} | "
                    f"{fmt(r.get('protect_per_s'), 1)} | {fmt(r.get('free_per_s'))} | "
                    f"{fmt(r.get('regions'))} | {str(note)[:90]} |")

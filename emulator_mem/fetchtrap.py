@@ -58,8 +58,9 @@ class FetchTrap:
         #: reads guest memory ignoring protection (the manager's try_read)
         self.read_memory: Callable[[int, int], bytes | None] = lambda address, size: None
         self._decision: tuple[int, str, int] | None = None  # (pc, "marker"|"straddle", stop)
-        #: (block start, straddler address) of an abandoned translation, for emu_start
-        self.straddle: tuple[int, int] | None = None
+        #: (block start, straddler address, boundary) of an abandoned translation
+        self.straddle: tuple[int, int, int] | None = None
+        self.flush_after_run = False
         self.phys = mmu.phys.alias_range(0x10000)
         uc = mmu.uc
         uc.mmio_map(self.phys, 0x1000, self.read, None, None, None)
@@ -97,11 +98,12 @@ class FetchTrap:
                 pattern = self.marker_insn
                 return int.from_bytes(
                     bytes(pattern[(offset + i) % len(pattern)] for i in range(size)), "little")
-            vaddr = boundary  # straddling instruction: the first byte it cannot fetch
-            self.straddle = (pc, stop)
+            # a straddling instruction: abandon this translation; the emu_start wrapper
+            # runs up to it and raises the fault only if it gets there (a guard page must
+            # survive an earlier fault)
+            self.straddle = (pc, stop, boundary)
         else:
-            vaddr = (pc & ~0xFFF) | offset  # the block starts in this page
-        mmu.record_fetch_fault(vaddr)
+            mmu.record_fetch_fault((pc & ~0xFFF) | offset)  # the block starts in this page
         uc._hook_exception = UcError(UC_ERR_EXCEPTION)
         uc.emu_stop()
         return 0
@@ -137,14 +139,37 @@ class FetchTrap:
 
     # -- the marker load -------------------------------------------------------------------
     def is_marker(self, vaddr: int) -> bool:
-        return vaddr >> 12 == self.marker >> 12
+        """A load from the marker page by code in a page we served marker bytes for?
+
+        (The guest may read that page itself — ``[reg - 4]`` with reg = 0 — which is an
+        ordinary data fault.)
+        """
+        if vaddr >> 12 != self.marker >> 12 or not self.marked:
+            return False
+        pc: int = self.mmu.uc.reg_read(self.mmu.pc_reg)
+        return pc >> 12 in self.marked
 
     def marker_fault(self) -> bool:
-        """The marker load of a block that ran up to a non-executable page: fault there."""
+        """The marker load of a block that ran up to a non-executable page: fault there.
+
+        The block with the marker stays cached; once the fault is raised (a guard page is
+        now plain executable, say) it must go, but not from inside the running block:
+        ``flush_after_run`` asks the ``emu_start`` wrapper to drop the translation cache.
+        """
         mmu = self.mmu
         pc = mmu.uc.reg_read(mmu.pc_reg)  # precise: Unicorn restores the CPU state first
         mmu.record_fetch_fault(pc)
+        self.flush_after_run = True
         return False
+
+    def after_run(self) -> None:
+        """Called by the ``emu_start`` wrapper once a run has ended."""
+        if self.flush_after_run:
+            self.flush_after_run = False
+            self.mmu.uc.ctl_flush_tb()
+            self.marked.clear()
+        if self.pages:
+            self.mmu.flush()  # trap entries die with the run
 
     def untrap(self, start: int, end: int) -> None:
         """Rights grew on [start, end): drop trap entries and marker blocks covering it."""

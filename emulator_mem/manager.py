@@ -363,13 +363,6 @@ class MemoryManager:
                 yield base + (pos & (PAGE_SIZE - 1)), n
             pos += n
 
-    @staticmethod
-    def _page_phys(alloc: Allocation, index: int) -> int:
-        private = alloc.private_pages
-        if private and index in private:
-            return private[index]
-        return alloc.phys_base + (index << PAGE_SHIFT)
-
     def read(self, address: int, size: int) -> bytes:
         """Guest memory as the host sees it: ignores protection, not commit state."""
         if size < 0:

@@ -96,6 +96,24 @@ def allocate_mmio(
     phys = mm.phys.alias_range(size)
     device = MmioDevice(base, size, phys, read, write, name)
 
+    map_device(mm.uc, device)
+    alloc = Allocation(base, size, C.PAGE_READWRITE, RegionKind.MMIO, phys_base=phys,
+                       name=name, owner=device)
+    mm._insert(alloc, reserve_only=False)
+    return base
+
+
+def mmio_span(size: int) -> int:
+    """Unicorn maps MMIO ranges in 64 KiB units here (the alias area's granularity)."""
+    return (size + 0xFFFF) & ~0xFFFF
+
+
+def map_device(uc: Any, device: MmioDevice) -> None:
+    """Map ``device``'s physical range into Unicorn with callbacks that call it.
+
+    Also used when a snapshot or a rollback brings an MMIO region back.
+    """
+
     def on_read(uc: Any, offset: int, n: int, _ud: Any) -> int:
         try:
             return device.read(offset, n) & ((1 << (8 * n)) - 1)
@@ -109,11 +127,7 @@ def allocate_mmio(
         except BaseException as exc:  # noqa: BLE001 - re-raised by emu_start
             _stop_with(uc, exc)
 
-    mm.uc.mmio_map(phys, (size + 0xFFFF) & ~0xFFFF, on_read, None, on_write, None)
-    alloc = Allocation(base, size, C.PAGE_READWRITE, RegionKind.MMIO, phys_base=phys,
-                       name=name, owner=device)
-    mm._insert(alloc, reserve_only=False)
-    return base
+    uc.mmio_map(device.phys, mmio_span(device.size), on_read, None, on_write, None)
 
 
 def _stop_with(uc: Any, exc: BaseException) -> None:
@@ -130,4 +144,4 @@ def _stop_with(uc: Any, exc: BaseException) -> None:
 def release_mmio(mm: MemoryManager, alloc: Allocation) -> None:
     """Unmap the Unicorn MMIO range behind ``alloc`` (called when the region is released)."""
     if alloc.kind is RegionKind.MMIO:
-        mm.uc.mem_unmap(alloc.phys_base, (alloc.size + 0xFFFF) & ~0xFFFF)
+        mm.uc.mem_unmap(alloc.phys_base, mmio_span(alloc.size))

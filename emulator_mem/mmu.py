@@ -218,8 +218,7 @@ class MMU:
                     self._finish_straddle(original)
             finally:
                 self.until = outer
-                if self.trap.pages:
-                    self.flush()  # trap entries die with the run
+                self.trap.after_run()
 
         uc.emu_start = emu_start
 
@@ -240,14 +239,14 @@ class MMU:
         then raise that fetch fault with the PC on it (see :mod:`emulator_mem.fetchtrap`)."""
         if self.trap.straddle is None:
             return
-        start, stop = self.trap.straddle
+        start, stop, boundary = self.trap.straddle
         self.trap.straddle = None
-        fault, self.fault = self.fault, None
+        self.fault = None
         self.uc.ctl_flush_tb()  # the abandoned block was built with made-up bytes
         self.flush()
         self.until = stop
         original(start, stop, 0, 0)  # a fault in these instructions comes first, as it should
-        self.fault = fault
+        self.record_fetch_fault(boundary)
         raise UcError(UC_ERR_EXCEPTION)
 
     def record_fetch_fault(self, vaddr: int) -> None:
@@ -261,13 +260,6 @@ class MMU:
                 self.space.set_pages(alloc, index, index + 1, protect & ~GUARD)
                 status = C.STATUS_GUARD_PAGE_VIOLATION
         self._refuse(status, vaddr, UC_MEM_FETCH)
-
-    @staticmethod
-    def _page_phys(alloc: Allocation, index: int) -> int:
-        private = alloc.private_pages
-        if private is not None and index in private:
-            return private[index]
-        return alloc.phys_base + (index << 12)
 
     # -- first-write tracking ----------------------------------------------------------
     def _clean(self, alloc: Allocation, index: int, ppn: int, protect: int) -> bool:

@@ -35,12 +35,12 @@ from weakref import WeakKeyDictionary
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
+from . import mmio
 from .errors import SnapshotError
-from .mmio import MmioDevice, _stop_with
 from .mmu import DirtyLog
 from .physmem import Chunk, _host_buffer
 from .sections import Section
-from .space import GRANULARITY, PAGE_SIZE, AddressSpace, Allocation, RegionKind
+from .space import PAGE_SIZE, AddressSpace, Allocation, RegionKind
 
 if TYPE_CHECKING:
     from .manager import MemoryManager
@@ -51,28 +51,9 @@ _ACTIVE: WeakKeyDictionary[MemoryManager, Checkpoint] = WeakKeyDictionary()
 
 
 # -- helpers shared with snapshot loading ----------------------------------------------
-def mmio_span(size: int) -> int:
-    """Unicorn maps MMIO ranges in 64 KiB units (as :mod:`emulator_mem.mmio` does)."""
-    return -(-size // GRANULARITY) * GRANULARITY
-
-
-def map_mmio(uc: Uc, device: MmioDevice) -> None:
-    """Map ``device``'s physical range with callbacks behaving like ``mmio.allocate_mmio``'s."""
-
-    def on_read(uc: Any, offset: int, n: int, _ud: Any) -> int:
-        try:
-            return device.read(offset, n) & ((1 << (8 * n)) - 1)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by emu_start
-            _stop_with(uc, exc)
-            return 0
-
-    def on_write(uc: Any, offset: int, n: int, value: int, _ud: Any) -> None:
-        try:
-            device.write(offset, n, value)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by emu_start
-            _stop_with(uc, exc)
-
-    uc.mmio_map(device.phys, mmio_span(device.size), on_read, None, on_write, None)
+# MMIO mapping lives in :mod:`emulator_mem.mmio`; these names are what snapshot loading uses
+mmio_span = mmio.mmio_span
+map_mmio = mmio.map_device
 
 
 def new_chunk(uc: Uc, phys: int, size: int) -> Chunk:

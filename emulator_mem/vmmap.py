@@ -72,30 +72,6 @@ def summary(mm: MemoryManager) -> dict[str, dict[str, int]]:
     return out
 
 
-def format_map(mm: MemoryManager, include_free: bool = False) -> str:
-    """The region table plus the per-type summary, as printable text."""
-    width = 16 if mm.is_64bit else 8
-    lines = [f"{'Address':<{width + 2}} {'Size':>10}  {'Type':<8} {'State':<8} {'Protect':<8} "
-             f"{'AllocBase':<{width + 2}} {'AllocProt':<9} Details"]
-    for r in region_rows(mm, include_free):
-        details = r["name"] or (r["kind"] if r["kind"] not in ("private", "") else "")
-        lines.append(
-            f"{r['base']:#0{width + 2}x} {r['size']:>10,}  {r['type']!s:<8} {r['state']!s:<8} "
-            f"{r['protect']!s:<8} {r['allocation_base']:#0{width + 2}x} {r['allocation_protect']!s:<9} "
-            f"{details}"
-        )
-    lines.append("")
-    lines.append(f"{'Type':<8} {'Reserved':>14} {'Committed':>14}")
-    total_r = total_c = 0
-    for name, entry in sorted(summary(mm).items()):
-        lines.append(f"{name:<8} {entry['reserved']:>14,} {entry['committed']:>14,}")
-        total_r += entry["reserved"]
-        total_c += entry["committed"]
-    lines.append(f"{'Total':<8} {total_r:>14,} {total_c:>14,}")
-    return "\n".join(lines)
-
-
-# -- detailed view (the runner's ``emulator-mem vmmap``) -----------------------------------
 def image_section_names(mm: MemoryManager, address: int, size: int = 1) -> list[str]:
     """The PE sections (".text", ".data"…, "headers") of a mapped image that overlap
     ``[address, address+size)``, in address order; [] outside images."""
@@ -127,7 +103,7 @@ def detailed_rows(mm: MemoryManager, include_free: bool = False) -> list[dict[st
 
 
 def format_detailed(mm: MemoryManager, include_free: bool = False) -> str:
-    """Like :func:`format_map`, with :func:`detailed_rows`' details column."""
+    """The region table (details: image/section names) plus the per-type summary, as text."""
     width = 16 if mm.is_64bit else 8
     lines = [f"{'Address':<{width + 2}} {'Size':>12}  {'Type':<8} {'State':<8} {'Protect':<8} "
              f"{'AllocBase':<{width + 2}} {'AllocProt':<9} Details"]
