@@ -129,3 +129,11 @@ class AllocatorOutOfMemoryError(AllocatorError, MemoryError):
 
 class AllocationTooLargeError(AllocatorOutOfMemoryError):
     """A request beyond the largest allocation the allocator supports (asmjit's kErrorTooLarge)."""
+
+
+class PEWriterError(EmulatorMemError, ValueError):
+    """A PEWriter call that cannot produce a valid file (sizes, names, call order)."""
+
+
+class UndeclaredImportError(PEWriterError, KeyError):
+    """An IAT slot asked for a DLL!function that ``add_imports`` did not declare."""

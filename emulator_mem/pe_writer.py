@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from .errors import PEWriterError, UndeclaredImportError
 from .image import (
     IMAGE_DIRECTORY_ENTRY_BASERELOC,
     IMAGE_DIRECTORY_ENTRY_EXPORT,
@@ -171,7 +172,8 @@ class PEWriter:
 
     @property
     def base(self) -> int:
-        assert self.image_base is not None
+        if self.image_base is None:  # set by __post_init__; only a caller can unset it
+            raise PEWriterError("image_base is not set")
         return self.image_base
 
     @property
@@ -213,7 +215,7 @@ class PEWriter:
         SectionAlignment; with it, wherever the caller says (tests of overlaps/misalignment).
         """
         if len(name.encode()) > 8:
-            raise ValueError(f"section name {name!r} is longer than 8 bytes")
+            raise PEWriterError(f"section name {name!r} is longer than 8 bytes")
         spec = SectionSpec(
             name=name,
             characteristics=characteristics,
@@ -234,7 +236,7 @@ class PEWriter:
         descriptors, the lookup tables, then hint/name entries and DLL names.
         """
         if self._import_section is not None:
-            raise ValueError("add_imports may be called once")
+            raise PEWriterError("add_imports may be called once")
         ptr = self.ptr_size
         dlls = list(imports.items())
         iat_size = sum((len(funcs) + 1) * ptr for _, funcs in dlls)
@@ -287,7 +289,7 @@ class PEWriter:
         try:
             return self._iat[(dll.lower(), func)]
         except KeyError:
-            raise KeyError(f"{dll}!{func} was not declared with add_imports") from None
+            raise UndeclaredImportError(f"{dll}!{func} was not declared with add_imports") from None
 
     def iat_va(self, dll: str, func: Import) -> int:
         return self.va(self.iat_rva(dll, func))
@@ -298,7 +300,7 @@ class PEWriter:
     ) -> SectionSpec:
         """Declare the export directory; the section is sized now and filled at build()."""
         if self._exports is not None:
-            raise ValueError("add_exports may be called once")
+            raise PEWriterError("add_exports may be called once")
         items = list(entries)
         ordinals = _assign_ordinals(items)
         n_functions = max(ordinals) - min(ordinals) + 1 if ordinals else 0
@@ -375,7 +377,8 @@ class PEWriter:
         """Serialise the image. Deterministic: the same calls give the same bytes."""
         if self._exports is not None:
             body = self._export_bytes(self._exports)
-            assert len(body) == self._exports.size, "export entries changed after add_exports"
+            if len(body) != self._exports.size:
+                raise PEWriterError("export entries changed size after add_exports")
             self._exports.section.data = body
         sections = list(self.sections)
         reloc_dir = (0, 0)
@@ -385,10 +388,10 @@ class PEWriter:
             sections.append(reloc)
             reloc_dir = (reloc.rva, len(blob))
         if len(sections) > self.max_sections:
-            raise ValueError(f"{len(sections)} sections exceed max_sections={self.max_sections}")
+            raise PEWriterError(f"{len(sections)} sections exceed max_sections={self.max_sections}")
         for sec in sections:
             if len(sec.data) > sec.virtual_size:
-                raise ValueError(f"section {sec.name!r}: {len(sec.data):#x} bytes of data "
+                raise PEWriterError(f"section {sec.name!r}: {len(sec.data):#x} bytes of data "
                                  f"exceed its declared size {sec.virtual_size:#x}")
 
         headers_size = self.header_size

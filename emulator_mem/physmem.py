@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
+from .errors import MemoryAccessError
+
 if TYPE_CHECKING:
     from .mmu import DirtyLog
 
@@ -145,7 +147,7 @@ class PhysicalMemory:
     def host_address(self, phys: int) -> int:
         chunk = self.chunk_of(phys)
         if chunk is None:
-            raise LookupError(f"physical address {phys:#x} has no host memory")
+            raise MemoryAccessError(f"physical address {phys:#x} has no host memory", phys)
         return chunk.host + (phys - chunk.phys)
 
     def _pieces(self, phys: int, size: int) -> list[tuple[int, int]]:
@@ -154,7 +156,7 @@ class PhysicalMemory:
         while size > 0:
             chunk = self.chunk_of(phys)
             if chunk is None:
-                raise LookupError(f"physical address {phys:#x} has no host memory")
+                raise MemoryAccessError(f"physical address {phys:#x} has no host memory", phys)
             n = min(size, chunk.end - phys)
             out.append((chunk.host + (phys - chunk.phys), n))
             phys += n
