@@ -63,6 +63,16 @@ HANDLE_ACCESS: dict[int, int] = {
 ACCESS_BASE = C.STANDARD_RIGHTS_REQUIRED | C.SECTION_QUERY
 
 
+def _read_file(path: str) -> bytes:
+    """The bytes behind a file-backed section (STATUS_INVALID_FILE_FOR_SECTION if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise SectionError(f"cannot read {path}: {exc}",
+                           status=C.STATUS_INVALID_FILE_FOR_SECTION) from exc
+
+
 def access_needed(view_protect: int) -> int:
     """The handle rights NtMapViewOfSection demands for a view protection."""
     base = view_protect & 0xFF
@@ -162,12 +172,7 @@ class SectionTable:
         path = None
         if file_path is not None:
             path = os.fspath(file_path)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                raise SectionError(f"cannot read {path}: {exc}",
-                                   status=C.STATUS_INVALID_FILE_FOR_SECTION) from exc
+            data = _read_file(path)
             if size == 0:
                 if not data:
                     raise SectionError("empty file", status=C.STATUS_MAPPED_FILE_SIZE_ZERO)
@@ -195,12 +200,7 @@ class SectionTable:
         if data is None:
             if path is None:
                 raise InvalidParameterError("a SEC_IMAGE section needs a file")
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                raise SectionError(f"cannot read {path}: {exc}",
-                                   status=C.STATUS_INVALID_FILE_FOR_SECTION) from exc
+            data = _read_file(path)
         layout = parse_image(data)  # ImageFormatError (STATUS_INVALID_IMAGE_FORMAT)
         label = name if name is not None else (None if path is None else os.path.basename(path))
         section = Section(layout.size_of_image, protect, C.SEC_IMAGE, None, label, path, image=layout)
