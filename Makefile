@@ -35,7 +35,6 @@ demo: $(STAMP)
 	@$(PY) -m emulator_mem.cli run --resume build/stack32.snap
 
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/run_all.py
 
 clean:
