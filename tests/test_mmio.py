@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc, UcError
+from snippets import Guest
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_RDX
 
 from emulator_mem import MemoryManager, RegionKind
 from emulator_mem.errors import ConflictingAddressesError, EmulatorMemError, InvalidParameterError
-from emulator_mem.faults import Fault
 
 # winnt.h / ntstatus.h values, written out
 PAGE_READONLY = 0x02
@@ -39,39 +38,6 @@ def mm(request: pytest.FixtureRequest) -> MemoryManager:
     return MemoryManager(Uc(UC_ARCH_X86, request.param))
 
 
-class Guest:
-    """Assembles snippets into fresh, never reused code addresses and runs them.
-
-    Fresh addresses keep these tests independent of translated-code invalidation.
-    """
-
-    def __init__(self, mm: MemoryManager) -> None:
-        self.mm = mm
-        self.ks = Ks(KS_ARCH_X86, KS_MODE_64 if mm.is_64bit else KS_MODE_32)
-        self.ptr = "rdi" if mm.is_64bit else "edi"
-        self._code = self._end = 0
-
-    def _place(self, asm: str) -> tuple[int, int]:
-        if self._end - self._code < 0x200:
-            self._code = self.mm.allocate(0x10000, PAGE_EXECUTE_READWRITE)
-            self._end = self._code + 0x10000
-        start = self._code
-        insn = bytes(self.ks.asm(asm, start)[0])
-        self.mm.write(start, insn)
-        self._code = (start + len(insn) + 0x3F) & ~0x3F
-        return start, start + len(insn)
-
-    def run(self, asm: str) -> None:
-        start, end = self._place(asm)
-        self.mm.uc.emu_start(start, end)
-
-    def fault(self, asm: str) -> Fault:
-        start, end = self._place(asm)
-        with pytest.raises(UcError):
-            self.mm.uc.emu_start(start, end)
-        fault = self.mm.take_fault()
-        assert fault is not None
-        return fault
 
 
 class Device:

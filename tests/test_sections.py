@@ -16,13 +16,12 @@ import os
 from pathlib import Path
 
 import pytest
-from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc, UcError
+from snippets import Guest as SnippetGuest
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ESP, UC_X86_REG_RSP
 
 from emulator_mem import MemoryBasicInformation, MemoryManager, RegionKind
 from emulator_mem.errors import EmulatorMemError
-from emulator_mem.faults import Fault
 from emulator_mem.nt import RtlNtStatusToDosError
 from emulator_mem.nt_sections import (
     NtClose,
@@ -117,37 +116,8 @@ def k(mm: MemoryManager) -> K:
     return K(mm)
 
 
-class Guest:
-    """Assembles snippets into fresh, never reused code addresses and runs them."""
-
-    def __init__(self, mm: MemoryManager) -> None:
-        self.mm = mm
-        self.ks = Ks(KS_ARCH_X86, KS_MODE_64 if mm.is_64bit else KS_MODE_32)
-        self.ptr = "rdi" if mm.is_64bit else "edi"
-        self._code = self._end = 0
-
-    def _place(self, asm: str, at: int | None = None) -> tuple[int, int]:
-        if at is None:
-            if self._end - self._code < 0x200:
-                self._code = self.mm.allocate(0x10000, PAGE_EXECUTE_READWRITE)
-                self._end = self._code + 0x10000
-            at = self._code
-        insn = bytes(self.ks.asm(asm, at)[0])
-        self.mm.write(at, insn)
-        self._code = max(self._code, (at + len(insn) + 0x3F) & ~0x3F)
-        return at, at + len(insn)
-
-    def run(self, asm: str) -> None:
-        start, end = self._place(asm)
-        self.mm.uc.emu_start(start, end)
-
-    def fault(self, asm: str) -> Fault:
-        start, end = self._place(asm)
-        with pytest.raises(UcError):
-            self.mm.uc.emu_start(start, end)
-        fault = self.mm.take_fault()
-        assert fault is not None
-        return fault
+class Guest(SnippetGuest):
+    """The shared snippet runner plus this file's helpers."""
 
     def store(self, address: int, value: int) -> None:
         self.run(f"mov {self.ptr}, {address}; mov dword ptr [{self.ptr}], {value}")

@@ -14,11 +14,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc, UcError
+from snippets import Guest as SnippetGuest
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 
 from emulator_mem import MemoryManager
-from emulator_mem.faults import Fault
 from emulator_mem.writewatch import NtGetWriteWatch, NtResetWriteWatch
 
 try:
@@ -56,36 +55,8 @@ def mm(mode: int) -> MemoryManager:
     return MemoryManager(Uc(UC_ARCH_X86, mode))
 
 
-class Guest:
-    """Assembles snippets into fresh, never reused code addresses and runs them."""
-
-    def __init__(self, mm: MemoryManager) -> None:
-        self.mm = mm
-        self.ks = Ks(KS_ARCH_X86, KS_MODE_64 if mm.is_64bit else KS_MODE_32)
-        self.ptr = "rdi" if mm.is_64bit else "edi"
-        self._code = self._end = 0
-
-    def _place(self, asm: str) -> tuple[int, int]:
-        if self._end - self._code < 0x200:
-            self._code = self.mm.allocate(0x10000, PAGE_EXECUTE_READWRITE)
-            self._end = self._code + 0x10000
-        start = self._code
-        insn = bytes(self.ks.asm(asm, start)[0])
-        self.mm.write(start, insn)
-        self._code = (start + len(insn) + 0x3F) & ~0x3F
-        return start, start + len(insn)
-
-    def run(self, asm: str) -> None:
-        start, end = self._place(asm)
-        self.mm.uc.emu_start(start, end)
-
-    def fault(self, asm: str) -> Fault:
-        start, end = self._place(asm)
-        with pytest.raises(UcError):
-            self.mm.uc.emu_start(start, end)
-        fault = self.mm.take_fault()
-        assert fault is not None
-        return fault
+class Guest(SnippetGuest):
+    """The shared snippet runner plus this file's helpers."""
 
     def store(self, address: int, width: int = 4) -> None:
         kind = {1: "byte", 2: "word", 4: "dword"}[width]
