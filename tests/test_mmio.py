@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import pytest
 from snippets import Guest
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_RDX
 
 from emulator_mem import MemoryManager, RegionKind
@@ -31,11 +30,6 @@ MEM_FREE = 0x10000
 MEM_MAPPED = 0x40000
 STATUS_INVALID_PARAMETER = 0xC000000D
 STATUS_CONFLICTING_ADDRESSES = 0xC0000018
-
-
-@pytest.fixture(params=[UC_MODE_32, UC_MODE_64], ids=["x86", "x64"])
-def mm(request: pytest.FixtureRequest) -> MemoryManager:
-    return MemoryManager(Uc(UC_ARCH_X86, request.param))
 
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 
 from emulator_mem import MemoryManager, nt
 from emulator_mem.win32 import Kernel32
@@ -50,11 +49,6 @@ STATUS_FREE_VM_NOT_AT_BASE = 0xC000009F
 STATUS_MEMORY_NOT_ALLOCATED = 0xC00000A0
 STATUS_INVALID_PARAMETER_3 = 0xC00000F1
 STATUS_INVALID_PARAMETER_4 = 0xC00000F2
-
-
-@pytest.fixture(params=[UC_MODE_32, UC_MODE_64], ids=["x86", "x64"])
-def mm(request: pytest.FixtureRequest) -> MemoryManager:
-    return MemoryManager(Uc(UC_ARCH_X86, request.param))
 
 
 def alloc(mm: MemoryManager, size: int = 0x10000, kind: int = MEM_RESERVE | MEM_COMMIT,

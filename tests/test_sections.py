@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from snippets import Guest as SnippetGuest
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ESP, UC_X86_REG_RSP
 
 from emulator_mem import MemoryBasicInformation, MemoryManager, RegionKind
@@ -104,11 +103,6 @@ else:  # pragma: no cover - until FileMappingApi is mixed into Kernel32
 
         def _fail(self, status: int) -> None:
             self._last_error = RtlNtStatusToDosError(status)
-
-
-@pytest.fixture(params=[UC_MODE_32, UC_MODE_64], ids=["x86", "x64"])
-def mm(request: pytest.FixtureRequest) -> MemoryManager:
-    return MemoryManager(Uc(UC_ARCH_X86, request.param))
 
 
 @pytest.fixture

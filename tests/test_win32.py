@@ -5,10 +5,6 @@ Expected values are Windows literals (winnt.h / winerror.h / sysinfoapi.h).
 
 from __future__ import annotations
 
-import pytest
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
-
-from emulator_mem import MemoryManager
 from emulator_mem.win32 import Kernel32
 
 PAGE_NOACCESS = 0x01
@@ -31,16 +27,6 @@ INVALID_HANDLE_VALUE = 0xFFFFFFFFFFFFFFFF
 ERROR_INVALID_PARAMETER = 87
 ERROR_NOT_ENOUGH_MEMORY = 8
 ERROR_INVALID_ADDRESS = 487
-
-
-@pytest.fixture(params=[UC_MODE_32, UC_MODE_64], ids=["x86", "x64"])
-def mm(request: pytest.FixtureRequest) -> MemoryManager:
-    return MemoryManager(Uc(UC_ARCH_X86, request.param))
-
-
-@pytest.fixture
-def k32(mm: MemoryManager) -> Kernel32:
-    return Kernel32(mm)
 
 
 # -- last error ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc, UcError
+from unicorn import UcError
 from unicorn.x86_const import UC_X86_REG_EBX, UC_X86_REG_RBX
 
 from emulator_mem import MemoryManager, nt
@@ -65,16 +65,6 @@ FILE_MAP_EXECUTE = 0x0020
 INVALID_HANDLE_VALUE = 0xFFFFFFFFFFFFFFFF
 PAGE_SIZE = 0x1000
 MAPPING_SIZE = 0x100000
-
-
-@pytest.fixture(params=[UC_MODE_32, UC_MODE_64], ids=["x86", "x64"])
-def mm(request: pytest.FixtureRequest) -> MemoryManager:
-    return MemoryManager(Uc(UC_ARCH_X86, request.param))
-
-
-@pytest.fixture
-def k32(mm: MemoryManager) -> Kernel32:
-    return Kernel32(mm)
 
 
 def dword(mm: MemoryManager, address: int) -> int:
