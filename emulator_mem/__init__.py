@@ -7,17 +7,18 @@ and :mod:`emulator_mem.win32` speak NTSTATUS and Win32 on top of it.
 
 from __future__ import annotations
 
-from . import constants
+from . import _compat
 from .errors import (
     EmulatorMemError,
     ImageFormatError,
     MemoryAccessError,
     SnapshotError,
 )
-from .faults import Fault
 from .manager import MemoryManager
-from .records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
-from .space import RegionKind
+from .mmu.faults import Fault
+from .space.address_space import RegionKind
+from .space.records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
+from .windows import constants
 
 __all__ = [
     "AllocationInfo",
@@ -36,3 +37,5 @@ __all__ = [
 ]
 
 from . import nt  # noqa: E402  (the NT layer imports the manager)
+
+_compat.install()  # round-one import paths (emulator_mem.pe_writer, …) keep working

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import vmmap
 from .errors import EmulatorMemError
+from .report import vmmap
 from .runner import Process, RunResult
 from .runner.persist import read_runner_state
 from .runner.plugins import parse_spec
 from .runner.report import EXCEPTION_NAMES
-from .snapshot import snapshot_info
+from .snapshot.file import snapshot_info
 
 EXIT_OK, EXIT_GUEST_FAILED, EXIT_ERROR, EXIT_LIMIT = 0, 1, 2, 3
 DEFAULT_PROGRESS = 50_000_000

@@ -7,7 +7,7 @@ and the kernel32 layer can map it to a last-error code without a lookup table pe
 
 from __future__ import annotations
 
-from . import constants as C
+from .windows import constants as C
 
 
 class EmulatorMemError(Exception):

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
-from . import constants as C
-from . import faults, image_map, mmio, protection, writewatch
 from .errors import (
     ConflictingAddressesError,
     EmulatorMemError,
@@ -23,17 +21,18 @@ from .errors import (
     NotAllocatedError,
     NotCommittedError,
 )
-from .faults import Fault
-from .image_map import MappedImage
-from .mmio import MmioRead, MmioWrite
-from .mmu import MMU
-from .physmem import PhysicalMemory
-from .records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
-from .rollback import Checkpoint
-from .rollback import checkpoint as _checkpoint
-from .rollback import rollback as _rollback
-from .sections import SectionTable
-from .space import (
+from .mmu import faults
+from .mmu.faults import Fault
+from .mmu.physmem import PhysicalMemory
+from .mmu.tlb import MMU
+from .regions import image_map, mmio, writewatch
+from .regions.image_map import MappedImage
+from .regions.mmio import MmioRead, MmioWrite
+from .regions.sections import SectionTable
+from .snapshot.rollback import Checkpoint
+from .snapshot.rollback import checkpoint as _checkpoint
+from .snapshot.rollback import rollback as _rollback
+from .space.address_space import (
     GRANULARITY,
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -44,6 +43,9 @@ from .space import (
     page_round_down,
     page_round_up,
 )
+from .space.records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
+from .windows import constants as C
+from .windows import protection
 
 USER_LOWEST = 0x10000
 USER_END_32 = 0x7FFF0000  # lpMaximumApplicationAddress 0x7FFEFFFF + 1

@@ -34,7 +34,7 @@ Then sections, each opened by a ``section`` line:
 
 Placeholders, usable in code: ``{IAT:Func}`` is the IAT slot of an import, ``{DATA:label}``
 a data item's address, ``{SIZE:label}`` its size in bytes. Windows constants from
-:mod:`emulator_mem.constants` (``PAGE_READWRITE``, ``MEM_COMMIT``…) may be used by name.
+:mod:`emulator_mem.windows.constants` (``PAGE_READWRITE``, ``MEM_COMMIT``…) may be used by name.
 In 64-bit code addresses are *only* reachable RIP-relatively (``lea rcx, [rip + {DATA:msg}]``,
 ``call qword ptr [rip + {IAT:WriteFile}]``) or through ``movabs``: keystone would encode a
 bare ``[0x1234]`` as RIP-relative too, so the placeholders are symbols defined relative to
@@ -55,7 +55,7 @@ from pathlib import Path
 from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks, KsError
 
 from emulator_mem import constants as C
-from emulator_mem.pe_writer import SCN_CODE, SCN_DATA, SCN_RDATA, PEWriter
+from emulator_mem.pe.writer import SCN_CODE, SCN_DATA, SCN_RDATA, PEWriter
 
 ROOT = Path(__file__).resolve().parent
 SRC = ROOT / "src"

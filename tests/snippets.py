@@ -11,7 +11,7 @@ from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 from unicorn import UcError
 
 from emulator_mem import MemoryManager
-from emulator_mem.faults import Fault
+from emulator_mem.mmu.faults import Fault
 
 PAGE_EXECUTE_READWRITE = 0x40
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from emulator_mem.errors import ConflictingAddressesError, InvalidParameterError
-from emulator_mem.freeranges import FreeRangeIndex, _Node
+from emulator_mem.space.freeranges import FreeRangeIndex, _Node
 
 LO, HI = 8, 72  # model space: units [LO, HI); addresses below/above probe the edges
 coord = st.integers(min_value=0, max_value=HI + 8)

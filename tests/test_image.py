@@ -21,7 +21,7 @@ from unicorn.x86_const import UC_X86_REG_ECX, UC_X86_REG_ESP, UC_X86_REG_RCX, UC
 
 from emulator_mem import constants as C
 from emulator_mem.errors import ImageFormatError, InvalidParameterError
-from emulator_mem.image import (
+from emulator_mem.pe.image import (
     IMAGE_REL_BASED_HIGH,
     IMAGE_REL_BASED_HIGHADJ,
     IMAGE_REL_BASED_LOW,
@@ -36,7 +36,7 @@ from emulator_mem.image import (
     parse_image,
     section_protect,
 )
-from emulator_mem.pe_writer import (
+from emulator_mem.pe.writer import (
     IMAGE_SCN_CNT_CODE,
     SCN_BSS,
     SCN_CODE,

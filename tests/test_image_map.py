@@ -22,10 +22,10 @@ from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc, UcError
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ESP, UC_X86_REG_RSP
 
 from emulator_mem import ImageFormatError, MemoryManager, RegionKind
+from emulator_mem.api.nt_sections import NtClose, NtCreateSection, NtMapViewOfSection, NtUnmapViewOfSection
 from emulator_mem.errors import EmulatorMemError
-from emulator_mem.faults import Fault
-from emulator_mem.nt_sections import NtClose, NtCreateSection, NtMapViewOfSection, NtUnmapViewOfSection
-from emulator_mem.pe_writer import SCN_BSS, SCN_CODE, SCN_DATA, SCN_RDATA, ExportSpec, PEWriter
+from emulator_mem.mmu.faults import Fault
+from emulator_mem.pe.writer import SCN_BSS, SCN_CODE, SCN_DATA, SCN_RDATA, ExportSpec, PEWriter
 
 # winnt.h / ntstatus.h values, written out
 PAGE_NOACCESS = 0x01

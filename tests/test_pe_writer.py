@@ -12,7 +12,7 @@ import pefile
 import pytest
 from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 
-from emulator_mem.image import (
+from emulator_mem.pe.image import (
     IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE,
     IMAGE_FILE_DLL,
     IMAGE_FILE_MACHINE_AMD64,
@@ -22,7 +22,7 @@ from emulator_mem.image import (
     IMAGE_REL_BASED_HIGHLOW,
     IMAGE_SUBSYSTEM_WINDOWS_CUI,
 )
-from emulator_mem.pe_writer import (
+from emulator_mem.pe.writer import (
     SCN_BSS,
     SCN_CODE,
     SCN_DATA,

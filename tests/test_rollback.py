@@ -16,10 +16,10 @@ from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as X
 
-from emulator_mem import MemoryManager, cpu_state
+from emulator_mem import MemoryManager
 from emulator_mem.errors import EmulatorMemError, SnapshotError
-from emulator_mem.pe_writer import SCN_CODE, SCN_DATA, PEWriter
-from emulator_mem.snapshot import load_snapshot, save_snapshot
+from emulator_mem.pe.writer import SCN_CODE, SCN_DATA, PEWriter
+from emulator_mem.snapshot import cpu_state, load_snapshot, save_snapshot
 
 PAGE_NOACCESS = 0x01
 PAGE_READONLY = 0x02

@@ -20,16 +20,16 @@ from snippets import Guest as SnippetGuest
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ESP, UC_X86_REG_RSP
 
 from emulator_mem import MemoryBasicInformation, MemoryManager, RegionKind
-from emulator_mem.errors import EmulatorMemError
-from emulator_mem.nt import RtlNtStatusToDosError
-from emulator_mem.nt_sections import (
+from emulator_mem.api.nt_sections import (
     NtClose,
     NtCreateSection,
     NtMapViewOfSection,
     NtOpenSection,
     NtUnmapViewOfSection,
 )
-from emulator_mem.win32_sections import FileMappingApi
+from emulator_mem.api.win32_sections import FileMappingApi
+from emulator_mem.errors import EmulatorMemError
+from emulator_mem.nt import RtlNtStatusToDosError
 
 try:
     from emulator_mem.win32 import Kernel32

@@ -31,11 +31,11 @@ from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 from unicorn import x86_const as X
 
-from emulator_mem import MemoryManager, cpu_state
-from emulator_mem import snapshot_format as F
+from emulator_mem import MemoryManager
 from emulator_mem.errors import EmulatorMemError, SnapshotError
-from emulator_mem.pe_writer import SCN_CODE, SCN_DATA, PEWriter
+from emulator_mem.pe.writer import SCN_CODE, SCN_DATA, PEWriter
 from emulator_mem.snapshot import (
+    cpu_state,
     load_snapshot,
     register_mmio_device,
     save_snapshot,
@@ -43,6 +43,7 @@ from emulator_mem.snapshot import (
     snapshot_info,
     unregister_mmio_device,
 )
+from emulator_mem.snapshot import format as F
 
 PAGE_NOACCESS = 0x01
 PAGE_READONLY = 0x02
@@ -62,7 +63,7 @@ def state_json(mm: Any) -> dict[str, Any]:
     """Registers, the VirtualQuery walk and a digest of every committed non-MMIO region."""
     import hashlib
 
-    from emulator_mem import cpu_state
+    from emulator_mem.snapshot import cpu_state
 
     captured = cpu_state.capture(mm.uc, mm.is_64bit)
     regs = {k: list(v) if isinstance(v, tuple) else v for k, v in captured.items()}

@@ -18,7 +18,7 @@ from snippets import Guest as SnippetGuest
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 
 from emulator_mem import MemoryManager
-from emulator_mem.writewatch import NtGetWriteWatch, NtResetWriteWatch
+from emulator_mem.regions.writewatch import NtGetWriteWatch, NtResetWriteWatch
 
 try:
     from emulator_mem.win32 import Kernel32

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 
 from sortedcontainers import SortedDict, SortedList
 
-from .. import constants as C
-from .. import protection
 from ..errors import (
     AllocatorOutOfMemoryError,
     ArenaExhausted,
@@ -42,6 +40,8 @@ from ..errors import (
     UnknownAllocationError,
 )
 from ..manager import MemoryManager
+from ..windows import constants as C
+from ..windows import protection
 
 ALIGNMENT = 16
 

@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 
 from sortedcontainers import SortedDict, SortedList
 
-from .. import constants as C
 from ..errors import (
     AllocationTooLargeError,
     AllocatorOutOfMemoryError,
@@ -62,6 +61,7 @@ from ..errors import (
     UnknownAllocationError,
 )
 from ..manager import MemoryManager
+from ..windows import constants as C
 
 
 class JitAllocatorOptions(enum.IntFlag):

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from sortedcontainers import SortedDict
 
-from .. import constants as C
 from ..errors import (
     ConflictingAddressesError,
     EmulatorMemError,
@@ -36,6 +35,7 @@ from ..errors import (
     NotAllocatedError,
 )
 from ..manager import MemoryManager
+from ..windows import constants as C
 
 ALLOCATION_PAGE_SIZE = C.ALLOCATION_GRANULARITY
 COMMIT_PAGE_SIZE = C.PAGE_SIZE

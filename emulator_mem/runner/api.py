@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 from ..errors import RunnerError
 
 if TYPE_CHECKING:
+    from ..api.win32 import Kernel32
     from ..manager import MemoryManager
-    from ..win32 import Kernel32
     from .process import Process
 
 Handler = Callable[["ApiCall"], "int | None"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import constants as C
+from ..windows import constants as C
 
 STDIN, STDOUT, STDERR = 0x3, 0x7, 0xB
 STD_HANDLES = {C.STD_INPUT_HANDLE: STDIN, C.STD_OUTPUT_HANDLE: STDOUT, C.STD_ERROR_HANDLE: STDERR}

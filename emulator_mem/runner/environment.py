@@ -31,11 +31,11 @@ from typing import Any
 from unicorn import Uc
 from unicorn import x86_const as X
 
-from .. import constants as C
 from ..errors import RunnerError
-from ..faults import Fault
 from ..manager import MemoryManager
-from ..space import PAGE_SIZE, page_round_up
+from ..mmu.faults import Fault
+from ..space.address_space import PAGE_SIZE, page_round_up
+from ..windows import constants as C
 
 # _TEB / _PEB field offsets: (32-bit, 64-bit)
 TEB_EXCEPTION_LIST = (0x000, 0x000)

@@ -20,10 +20,10 @@ import struct
 
 from sortedcontainers import SortedDict
 
-from .. import constants as C
 from ..errors import EmulatorMemError, RunnerError
 from ..manager import MemoryManager
-from ..space import PAGE_SIZE, page_round_up
+from ..space.address_space import PAGE_SIZE, page_round_up
+from ..windows import constants as C
 
 SEGMENT_MAGIC = b"EMHEAP01"
 SEGMENT = struct.Struct("<8sQQ")  # magic, reserve size, top (offset past the last block)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from .. import constants as C
+from ..windows import constants as C
 from .api import ApiCall, api
 from .environment import PROCESS_ID, THREAD_ID
 

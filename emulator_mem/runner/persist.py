@@ -27,7 +27,7 @@ from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 
 from ..errors import RunnerError
 from ..manager import MemoryManager
-from ..snapshot import load_snapshot, save_snapshot, snapshot_extras
+from ..snapshot.file import load_snapshot, save_snapshot, snapshot_extras
 from .console import Console, Sink
 from .devices import device_objects
 from .environment import ThreadEnvironment

@@ -35,12 +35,12 @@ from typing import IO, Any
 from unicorn import UC_ARCH_X86, UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_MODE_32, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as X
 
-from .. import constants as C
+from ..api.win32 import Kernel32
 from ..errors import MemoryAccessError, RunnerError, UnresolvedImportError
-from ..image import ImageImport, parse_image
-from ..image_map import map_layout
 from ..manager import MemoryManager
-from ..win32 import Kernel32
+from ..pe.image import ImageImport, parse_image
+from ..regions.image_map import map_layout
+from ..windows import constants as C
 from . import devices as _devices  # noqa: F401  (registers devices.dll)
 from . import kernel32 as _kernel32  # noqa: F401  (registers the built-in handlers)
 from . import report

@@ -15,9 +15,9 @@ from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
 from unicorn import Uc
 from unicorn import x86_const as X
 
-from .. import constants as C
-from ..faults import ACCESS_EXECUTE, ACCESS_READ, ACCESS_WRITE
 from ..manager import MemoryManager
+from ..mmu.faults import ACCESS_EXECUTE, ACCESS_READ, ACCESS_WRITE
+from ..windows import constants as C
 
 EXCEPTION_NAMES = {
     C.STATUS_ACCESS_VIOLATION: "EXCEPTION_ACCESS_VIOLATION",

@@ -21,10 +21,10 @@ from typing import Any
 
 from unicorn import UC_HOOK_CODE, Uc
 
-from .. import constants as C
 from ..errors import RunnerError
 from ..manager import MemoryManager
-from ..space import page_round_up
+from ..space.address_space import page_round_up
+from ..windows import constants as C
 from .abi import STUB_SLOT, Abi
 from .api import ApiSpec, lookup
 

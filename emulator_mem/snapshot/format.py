@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .errors import InvalidParameterError, SnapshotError
-from .space import PAGE_SIZE
+from ..errors import InvalidParameterError, SnapshotError
+from ..space.address_space import PAGE_SIZE
 
 MAGIC = b"\x89EMSNAP\n"
 FORMAT_VERSION = 1

@@ -36,12 +36,12 @@ from unicorn import (
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_RIP
 
-from . import constants as C
+from ..space.address_space import AddressSpace, Allocation, RegionKind
+from ..windows import constants as C
+from ..windows.protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
 from .fetchtrap import FetchTrap
 from .physmem import PhysicalMemory
-from .protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
-from .space import AddressSpace, Allocation, RegionKind
 
 UC_MEM_WRITE = 17
 UC_MEM_FETCH = 18

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import constants as C
-from .errors import ConflictingAddressesError, InvalidParameterError, NoMemoryError
-from .image import ImageExport, ImageImport, ImageLayout, ImageSection, parse_image
-from .space import PAGE_SHIFT, Allocation, RegionKind
+from ..errors import ConflictingAddressesError, InvalidParameterError, NoMemoryError
+from ..pe.image import ImageExport, ImageImport, ImageLayout, ImageSection, parse_image
+from ..space.address_space import PAGE_SHIFT, Allocation, RegionKind
+from ..windows import constants as C
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
     from .sections import Section
 
 

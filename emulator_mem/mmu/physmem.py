@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
-from .errors import MemoryAccessError
+from ..errors import MemoryAccessError
 
 if TYPE_CHECKING:
-    from .mmu import DirtyLog
+    from .tlb import DirtyLog
 
 PAGE_SIZE = 0x1000
 MAP_NORESERVE = 0x4000  # Linux value; Python's mmap module does not export it

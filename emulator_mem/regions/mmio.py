@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import constants as C
-from .errors import InvalidParameterError
-from .space import Allocation, RegionKind
+from ..errors import InvalidParameterError
+from ..space.address_space import Allocation, RegionKind
+from ..windows import constants as C
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 MmioRead = Callable[[int, int], int]
 MmioWrite = Callable[[int, int, int], None]
@@ -89,7 +89,7 @@ def allocate_mmio(
             raise InvalidParameterError(f"MMIO base {address:#x} is not 64 KiB aligned")
         mm._check_range(address, size)
         if not mm.space.free.is_free(address, address + size):
-            from .errors import ConflictingAddressesError
+            from ..errors import ConflictingAddressesError
 
             raise ConflictingAddressesError(f"{address:#x}+{size:#x} overlaps a reservation")
         base = address

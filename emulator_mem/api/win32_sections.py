@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from . import constants as C
-from . import nt_sections, writewatch
-from .sections import ACCESS_BASE, HANDLE_ACCESS
+from ..regions import writewatch
+from ..regions.sections import ACCESS_BASE, HANDLE_ACCESS
+from ..windows import constants as C
+from . import nt_sections
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 UINT_FAILURE = 0xFFFFFFFF  # (UINT)-1, what GetWriteWatch/ResetWriteWatch return on failure
 _INVALID_HANDLES = (C.INVALID_HANDLE_VALUE, 0xFFFFFFFF, -1)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from unicorn import Uc
 from unicorn import x86_const as X
 
-from .errors import SnapshotError
+from ..errors import SnapshotError
 
 INT, MMR, FPR = 0, 1, 2  # value kinds: plain integer, (selector, base, limit, flags), (mantissa, exponent)
 _MMR = struct.Struct("<HQII")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from . import constants as C
-from .errors import EmulatorMemError
-from .image_map import MappedImage
+from ..errors import EmulatorMemError
+from ..regions.image_map import MappedImage
+from ..windows import constants as C
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 #: allocation types NtMapViewOfSection accepts
 _MAP_TYPES = C.MEM_TOP_DOWN | C.MEM_RESERVE | C.MEM_LARGE_PAGES

@@ -39,20 +39,21 @@ from typing import IO, TYPE_CHECKING, Any
 from sortedcontainers import SortedDict
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, UcError
 
-from . import cpu_state, image
+from ..errors import InvalidParameterError, SnapshotError
+from ..mmu.physmem import Chunk, _host_buffer
+from ..pe import image
+from ..pe.image import ImageLayout
+from ..regions.image_map import MappedImage
+from ..regions.mmio import MmioDevice, MmioRead, MmioWrite
+from ..regions.sections import Section, View
+from ..space.address_space import PAGE_SHIFT, PAGE_SIZE, Allocation, RegionKind
+from . import cpu_state
+from . import format as F
 from . import rollback as rb
-from . import snapshot_format as F
-from .errors import InvalidParameterError, SnapshotError
-from .image import ImageLayout
-from .image_map import MappedImage
-from .mmio import MmioDevice, MmioRead, MmioWrite
-from .physmem import Chunk, _host_buffer
-from .sections import Section, View
-from .snapshot_check import Derived, check_meta
-from .space import PAGE_SHIFT, PAGE_SIZE, Allocation, RegionKind
+from .check import Derived, check_meta
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 __all__ = [
     "load_snapshot",

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from .errors import PEWriterError, UndeclaredImportError
+from ..errors import PEWriterError, UndeclaredImportError
 from .image import (
     IMAGE_DIRECTORY_ENTRY_BASERELOC,
     IMAGE_DIRECTORY_ENTRY_EXPORT,

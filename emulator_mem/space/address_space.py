@@ -19,7 +19,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
-from . import constants as C
+from ..windows import constants as C
 from .freeranges import FreeRangeIndex
 
 PAGE_SHIFT = 12

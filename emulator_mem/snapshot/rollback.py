@@ -35,15 +35,15 @@ from weakref import WeakKeyDictionary
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
-from . import mmio
-from .errors import SnapshotError
-from .mmu import DirtyLog
-from .physmem import Chunk, _host_buffer
-from .sections import Section
-from .space import PAGE_SIZE, AddressSpace, Allocation, RegionKind
+from ..errors import SnapshotError
+from ..mmu.physmem import Chunk, _host_buffer
+from ..mmu.tlb import DirtyLog
+from ..regions import mmio
+from ..regions.sections import Section
+from ..space.address_space import PAGE_SIZE, AddressSpace, Allocation, RegionKind
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 _UNBACKED = b""  # saved "content" of a page that had no host memory when first written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .space import RegionKind
+from .address_space import RegionKind
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from . import protection
-from .errors import SnapshotError
-from .snapshot_format import (
+from ..errors import SnapshotError
+from ..space.address_space import GRANULARITY, PAGE_SIZE, RegionKind
+from ..windows import protection
+from .format import (
     MAX_ALIAS_SPAN,
     NO_INDEX,
     OWNER_ALIAS,
@@ -26,7 +27,6 @@ from .snapshot_format import (
     Geometry,
     Meta,
 )
-from .space import GRANULARITY, PAGE_SIZE, RegionKind
 
 
 @dataclass(slots=True)

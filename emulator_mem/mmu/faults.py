@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import constants as C
+from ..windows import constants as C
 
 ACCESS_READ = 0
 ACCESS_WRITE = 1

@@ -20,9 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import constants as C
-from . import protection
-from .errors import (
+from ..errors import (
     ConflictingAddressesError,
     EmulatorMemError,
     InvalidHandleError,
@@ -30,11 +28,13 @@ from .errors import (
     NotAllocatedError,
     SectionError,
 )
-from .physmem import Chunk
-from .space import Allocation, RegionKind, page_round_up
+from ..mmu.physmem import Chunk
+from ..space.address_space import Allocation, RegionKind, page_round_up
+from ..windows import constants as C
+from ..windows import protection
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 #: section protection -> view protections compatible with it (ReactOS MmCompatibleProtectionMask)
 _RO = C.PAGE_NOACCESS | C.PAGE_READONLY | C.PAGE_WRITECOPY
@@ -194,7 +194,7 @@ class SectionTable:
         self, protect: int, name: str | None, file_path: str | os.PathLike[str] | None,
         data: bytes | None, access: int | None,
     ) -> tuple[int, bool]:
-        from .image import parse_image
+        from ..pe.image import parse_image
 
         path = None if file_path is None else os.fspath(file_path)
         if data is None:

@@ -8,8 +8,8 @@ execute-only; Windows on x86/x64 lets reads through), everything else is exact.
 
 from __future__ import annotations
 
+from ..errors import InvalidProtectionError
 from . import constants as C
-from .errors import InvalidProtectionError
 
 #: unicorn's UC_PROT_* bits (kept local so bookkeeping modules need not import unicorn)
 UC_READ = 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from .errors import ConflictingAddressesError, InvalidParameterError
+from ..errors import ConflictingAddressesError, InvalidParameterError
 
 
 class _Node:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import constants as C
-from .errors import EmulatorMemError, InvalidParameterError
-from .space import PAGE_SHIFT, PAGE_SIZE, Allocation, page_round_down, page_round_up
+from ..errors import EmulatorMemError, InvalidParameterError
+from ..space.address_space import PAGE_SHIFT, PAGE_SIZE, Allocation, page_round_down, page_round_up
+from ..windows import constants as C
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
+    from ..manager import MemoryManager
 
 
 def _watched_range(mm: MemoryManager, address: int, size: int) -> tuple[Allocation, int, int]:

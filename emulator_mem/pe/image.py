@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import pefile
 
-from . import constants as C
-from .errors import ImageFormatError, InvalidParameterError
+from ..errors import ImageFormatError, InvalidParameterError
+from ..windows import constants as C
 
 # --- PE format constants (winnt.h) ----------------------------------------------------
 IMAGE_DOS_SIGNATURE = 0x5A4D

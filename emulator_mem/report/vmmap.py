@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import constants as C
+from ..windows import constants as C
 
 if TYPE_CHECKING:
-    from .manager import MemoryManager
-    from .records import MemoryBasicInformation
+    from ..manager import MemoryManager
+    from ..space.records import MemoryBasicInformation
 
 _PROTECT_NAMES = {
     C.PAGE_NOACCESS: "NOACCESS", C.PAGE_READONLY: "R", C.PAGE_READWRITE: "RW",

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_ERR_EXCEPTION, UC_PROT_EXEC, UC_PROT_READ, UcError
 
-from . import constants as C
-from .protection import CPU_PERMS, UC_EXEC
+from ..windows import constants as C
+from ..windows.protection import CPU_PERMS, UC_EXEC
 
 if TYPE_CHECKING:
-    from .mmu import MMU
+    from .tlb import MMU
 
 UC_MEM_FETCH = 18
 
