@@ -78,7 +78,8 @@ class MemoryManager:
         self._default_allocation_address = self.lowest_address
         #: extension points filled by the modules that own other region kinds
         self.on_release: list[Callable[[Allocation], None]] = [self._release_owner]
-        self.sections = SectionTable(self)
+        self.sections = SectionTable(
+            self, lambda section, address: image_map.map_image_section(self, section, address))
         #: mapped PE images by base (sections, entry point, imports, exports)
         self.images: dict[int, MappedImage] = {}
 
@@ -131,7 +132,7 @@ class MemoryManager:
         VirtualAlloc(NULL, …) does. Sizes round up to whole pages.
         """
         kind = RegionKind(kind)
-        size = self._check_size(size)
+        size = self.check_size(size)
         protection.check(protect, allow_writecopy=kind in (RegionKind.MAPPED, RegionKind.IMAGE))
         if alignment < GRANULARITY or alignment & (alignment - 1):
             raise InvalidParameterError(f"alignment {alignment:#x} is not a power of two >= 64 KiB")
@@ -143,14 +144,15 @@ class MemoryManager:
         else:
             if address % alignment:
                 raise InvalidParameterError(f"allocation base {address:#x} is not aligned")
-            self._check_range(address, size)
+            self.check_range(address, size)
             if not self.space.free.is_free(address, address + size):
                 raise ConflictingAddressesError(f"{address:#x}+{size:#x} overlaps a reservation")
             base = address
-        return self._insert(Allocation(base, size, protect, kind, phys_base=base, name=name),
+        return self.insert_allocation(Allocation(base, size, protect, kind, phys_base=base, name=name),
                             reserve_only=reserve_only, write_watch=write_watch).base
 
-    def _insert(self, alloc: Allocation, *, reserve_only: bool, write_watch: bool = False) -> Allocation:
+    def insert_allocation(self, alloc: Allocation, *, reserve_only: bool,
+                          write_watch: bool = False) -> Allocation:
         """Commit (unless ``reserve_only``) and index a validated new allocation."""
         base, size, protect = alloc.base, alloc.size, alloc.allocation_protect
         if write_watch:
@@ -228,7 +230,7 @@ class MemoryManager:
                 f"{address:#x} is not the allocation base {alloc.base:#x}",
                 status=C.STATUS_FREE_VM_NOT_AT_BASE,
             )
-        self._release(alloc)
+        self.release_allocation(alloc)
         return alloc.size
 
     def _release_pages(self, alloc: Allocation, address: int, size: int) -> int:
@@ -242,7 +244,7 @@ class MemoryManager:
             raise EmulatorMemError("only private memory can be released in part",
                                    status=C.STATUS_UNABLE_TO_DELETE_SECTION)
         if start == alloc.base and end == alloc.end:
-            self._release(alloc)
+            self.release_allocation(alloc)
             return alloc.size
         first, last = (start - alloc.base) >> PAGE_SHIFT, (end - alloc.base) >> PAGE_SHIFT
         pieces = [alloc.slice(0, first)] if first else []
@@ -257,7 +259,8 @@ class MemoryManager:
         self.mmu.flush()
         return end - start
 
-    def _release(self, alloc: Allocation) -> None:
+    def release_allocation(self, alloc: Allocation) -> None:
+        """Release a whole allocation: owners first (``on_release``), then pages and index."""
         for hook in self.on_release:
             hook(alloc)
         self._drop_contents(alloc, 0, alloc.page_count)
@@ -281,7 +284,7 @@ class MemoryManager:
     def unmap_all(self) -> None:
         """Release every reservation (the seed's ``unmap_all_memory``)."""
         for alloc in list(self.space):
-            self._release(alloc)
+            self.release_allocation(alloc)
 
     # -- protection --------------------------------------------------------------------
     def protect(self, address: int, size: int, protect: int) -> int:
@@ -485,7 +488,7 @@ class MemoryManager:
         top_down: bool = False,
     ) -> int:
         """Lowest (or highest) free aligned range of ``size`` bytes; NoMemoryError if none."""
-        size = self._check_size(size)
+        size = self.check_size(size)
         lo = self.lowest_address if top_down else self._default_allocation_address
         if min_address is not None:
             lo = max(min_address, self.lowest_address)
@@ -536,7 +539,7 @@ class MemoryManager:
         mapping are visible through the other: JIT dual mapping (RX + RW views) is built on
         this. ``source`` must be page aligned, identity backed and committed throughout.
         """
-        size = self._check_size(size)
+        size = self.check_size(size)
         protection.check(protect)
         if source % PAGE_SIZE:
             raise InvalidParameterError("alias source must be page aligned")
@@ -548,10 +551,10 @@ class MemoryManager:
             address = self.find_free(size)
         elif address % GRANULARITY or not self.space.free.is_free(address, address + size):
             raise ConflictingAddressesError(f"{address:#x} is not a free 64 KiB aligned range")
-        self._check_range(address, size)
+        self.check_range(address, size)
         alias = Allocation(address, size, protect, RegionKind.MAPPED,
                            phys_base=src.phys_base + (source - src.base), owner=src)
-        self._insert(alias, reserve_only=False)
+        self.insert_allocation(alias, reserve_only=False)
         src.alias_count += 1
         return address
 
@@ -607,14 +610,16 @@ class MemoryManager:
         _rollback(self, checkpoint)
 
     # -- validation helpers ------------------------------------------------------------
-    def _check_size(self, size: int) -> int:
+    def check_size(self, size: int) -> int:
+        """A positive size that fits the address space, rounded up to whole pages."""
         if size <= 0:
             raise InvalidParameterError(f"size {size:#x} must be positive")
         if size > self.highest_address:
             raise NoMemoryError(f"size {size:#x} exceeds the address space")
         return page_round_up(size)
 
-    def _check_range(self, address: int, size: int) -> None:
+    def check_range(self, address: int, size: int) -> None:
+        """Refuse a range that leaves the user address range."""
         if address < self.lowest_address or address + size > self.highest_address:
             raise InvalidParameterError(f"{address:#x}+{size:#x} is outside the user address range")
 

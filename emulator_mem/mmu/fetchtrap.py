@@ -30,23 +30,39 @@ executable, :meth:`FetchTrap.untrap` flushes Unicorn's translation cache.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from unicorn import UC_ERR_EXCEPTION, UC_PROT_EXEC, UC_PROT_READ, UcError
 
+from ..space.address_space import AddressSpace
 from ..windows import constants as C
 from ..windows.protection import CPU_PERMS, UC_EXEC
-
-if TYPE_CHECKING:
-    from .tlb import MMU
+from .physmem import PhysicalMemory
 
 UC_MEM_FETCH = 18
+
+
+class TrapHost(Protocol):
+    """What the trap needs of the MMU that owns it (:class:`~emulator_mem.mmu.tlb.MMU`).
+
+    A protocol rather than the class, so the trap sits below the MMU in the import graph.
+    """
+
+    uc: Any
+    space: AddressSpace
+    phys: PhysicalMemory
+    pc_reg: int
+    until: int | None
+
+    def record_fetch_fault(self, address: int) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class FetchTrap:
     """The trap page, the marker instruction and the decisions around them."""
 
-    def __init__(self, mmu: MMU, is_64bit: bool) -> None:
+    def __init__(self, mmu: TrapHost, is_64bit: bool) -> None:
         self.mmu = mmu
         self.is_64bit = is_64bit
         #: pages whose trap entry is in the TLB now (cleared with every TLB flush)

@@ -23,19 +23,43 @@ import ctypes
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
 from ..errors import MemoryAccessError
 
-if TYPE_CHECKING:
-    from .tlb import DirtyLog
-
 PAGE_SIZE = 0x1000
 MAP_NORESERVE = 0x4000  # Linux value; Python's mmap module does not export it
 POOL_CHUNK = 2 << 20  # copy-on-write pages are carved from chunks of this size
+
+
+class DirtyLog:
+    """Physical pages written since the log was (re)started: the reusable dirty-page piece.
+
+    The MMU feeds it from first-write TLB misses (guest writes) and from host writes, and
+    calls ``before_first_write(ppn)`` exactly once per page *before* the page may change —
+    checkpoints use that to save the original bytes, so rollback copies back only what was
+    dirtied. Attach with :meth:`~emulator_mem.mmu.tlb.MMU.attach_log`, detach with
+    :meth:`~emulator_mem.mmu.tlb.MMU.detach_log`; after
+    :meth:`reset` pages count as clean again (the MMU flushes its TLB so writes miss again).
+    Write watch keeps its own per-allocation page sets (virtual pages, as GetWriteWatch
+    reports them) but is fed by the very same miss.
+    """
+
+    def __init__(self, before_first_write: Callable[[int], None] | None = None) -> None:
+        self.pages: set[int] = set()
+        self.before_first_write = before_first_write
+
+    def mark(self, ppn: int) -> None:
+        if ppn not in self.pages:
+            if self.before_first_write is not None:
+                self.before_first_write(ppn)
+            self.pages.add(ppn)
+
+    def reset(self) -> None:
+        self.pages.clear()
+
 
 
 @dataclass(slots=True, eq=False)

@@ -41,7 +41,7 @@ from ..windows import constants as C
 from ..windows.protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
 from .fetchtrap import FetchTrap
-from .physmem import PhysicalMemory
+from .physmem import DirtyLog, PhysicalMemory
 
 UC_MEM_WRITE = 17
 UC_MEM_FETCH = 18
@@ -50,31 +50,6 @@ GUARD = C.PAGE_GUARD
 FIRST_GROWTH_FLUSH = 256
 MAX_GROWTH_FLUSH = 1 << 22
 
-
-class DirtyLog:
-    """Physical pages written since the log was (re)started: the reusable dirty-page piece.
-
-    The MMU feeds it from first-write TLB misses (guest writes) and from host writes, and
-    calls ``before_first_write(ppn)`` exactly once per page *before* the page may change —
-    checkpoints use that to save the original bytes, so rollback copies back only what was
-    dirtied. Attach with :meth:`MMU.attach_log`, detach with :meth:`MMU.detach_log`; after
-    :meth:`reset` pages count as clean again (the MMU flushes its TLB so writes miss again).
-    Write watch keeps its own per-allocation page sets (virtual pages, as GetWriteWatch
-    reports them) but is fed by the very same miss.
-    """
-
-    def __init__(self, before_first_write: Callable[[int], None] | None = None) -> None:
-        self.pages: set[int] = set()
-        self.before_first_write = before_first_write
-
-    def mark(self, ppn: int) -> None:
-        if ppn not in self.pages:
-            if self.before_first_write is not None:
-                self.before_first_write(ppn)
-            self.pages.add(ppn)
-
-    def reset(self) -> None:
-        self.pages.clear()
 
 
 class MMU:

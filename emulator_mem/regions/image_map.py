@@ -13,16 +13,14 @@ so a bad image maps nothing. ``NtCreateSection(SEC_IMAGE)`` + ``NtMapViewOfSecti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import ConflictingAddressesError, InvalidParameterError, NoMemoryError
 from ..pe.image import ImageExport, ImageImport, ImageLayout, ImageSection, parse_image
 from ..space.address_space import PAGE_SHIFT, Allocation, RegionKind
 from ..windows import constants as C
-
-if TYPE_CHECKING:
-    from ..manager import MemoryManager
-    from .sections import Section
+from .host import RegionHost
+from .sections import Section
 
 
 @dataclass(eq=False)
@@ -66,12 +64,19 @@ class MappedImage:
         return True
 
 
-def map_image(mm: MemoryManager, data: bytes, base: int | None = None, name: str | None = None) -> int:
-    """Map ``data`` (a PE32/PE32+ file); returns the base. See :attr:`MemoryManager.images`."""
+class ImageHost(RegionHost, Protocol):
+    """A :class:`RegionHost` that also keeps the table of mapped images."""
+
+    #: mapped PE images by base
+    images: dict[int, MappedImage]
+
+
+def map_image(mm: ImageHost, data: bytes, base: int | None = None, name: str | None = None) -> int:
+    """Map ``data`` (a PE32/PE32+ file); returns the base. See :attr:`ImageHost.images`."""
     return map_layout(mm, parse_image(bytes(data)), base, name)
 
 
-def map_layout(mm: MemoryManager, layout: ImageLayout, base: int | None, name: str | None) -> int:
+def map_layout(mm: ImageHost, layout: ImageLayout, base: int | None, name: str | None) -> int:
     size = layout.size_of_image
     if layout.is_64bit != mm.is_64bit:
         raise InvalidParameterError("image bitness does not match the CPU mode")
@@ -80,7 +85,7 @@ def map_layout(mm: MemoryManager, layout: ImageLayout, base: int | None, name: s
     elif base % C.ALLOCATION_GRANULARITY:
         raise InvalidParameterError(f"image base {base:#x} is not 64 KiB aligned")
     else:
-        mm._check_range(base, size)
+        mm.check_range(base, size)
         if not mm.space.free.is_free(base, base + size):
             raise ConflictingAddressesError(f"{base:#x}+{size:#x} overlaps a reservation")
     content = layout.build(base)  # may raise ImageFormatError: nothing is mapped yet
@@ -91,12 +96,12 @@ def map_layout(mm: MemoryManager, layout: ImageLayout, base: int | None, name: s
     mm.phys.write(base, content)
     for rva, length, protect in layout.page_protections():
         alloc.set_pages(rva >> PAGE_SHIFT, (rva + length) >> PAGE_SHIFT, protect)
-    mm._insert(alloc, reserve_only=True)
+    mm.insert_allocation(alloc, reserve_only=True)
     mm.images[base] = image
     return base
 
 
-def _choose_base(mm: MemoryManager, layout: ImageLayout) -> int:
+def _choose_base(mm: ImageHost, layout: ImageLayout) -> int:
     preferred = layout.image_base
     size = layout.size_of_image
     if (
@@ -115,7 +120,7 @@ def _choose_base(mm: MemoryManager, layout: ImageLayout) -> int:
         raise ConflictingAddressesError("no room for the image") from None
 
 
-def map_image_section(mm: MemoryManager, section: Section, address: int | None) -> tuple[int, int]:
+def map_image_section(mm: ImageHost, section: Section, address: int | None) -> tuple[int, int]:
     """NtMapViewOfSection on a SEC_IMAGE section: a fresh image mapping per view."""
     layout = section.image
     if not isinstance(layout, ImageLayout):
@@ -126,7 +131,7 @@ def map_image_section(mm: MemoryManager, section: Section, address: int | None) 
     return base, layout.size_of_image
 
 
-def forget_image(mm: MemoryManager, alloc: Allocation) -> None:
+def forget_image(mm: ImageHost, alloc: Allocation) -> None:
     """on_release hook: drop the image record when its allocation goes away."""
     if isinstance(alloc.owner, MappedImage):
         mm.images.pop(alloc.base, None)

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidParameterError
 from ..space.address_space import Allocation, RegionKind
 from ..windows import constants as C
-
-if TYPE_CHECKING:
-    from ..manager import MemoryManager
+from .host import RegionHost
 
 MmioRead = Callable[[int, int], int]
 MmioWrite = Callable[[int, int, int], None]
@@ -71,7 +69,7 @@ def _accesses(offset: int, size: int) -> list[tuple[int, int]]:
 
 
 def allocate_mmio(
-    mm: MemoryManager,
+    mm: RegionHost,
     address: int | None,
     size: int,
     read: MmioRead,
@@ -81,13 +79,13 @@ def allocate_mmio(
     """Map an MMIO region of ``size`` bytes at ``address`` (None: a free address); returns it."""
     if not callable(read) or not callable(write):
         raise InvalidParameterError("MMIO read and write callbacks must be callable")
-    size = mm._check_size(size)
+    size = mm.check_size(size)
     if address is None:
         base = mm.find_free(size)
     else:
         if address % C.ALLOCATION_GRANULARITY:
             raise InvalidParameterError(f"MMIO base {address:#x} is not 64 KiB aligned")
-        mm._check_range(address, size)
+        mm.check_range(address, size)
         if not mm.space.free.is_free(address, address + size):
             from ..errors import ConflictingAddressesError
 
@@ -99,7 +97,7 @@ def allocate_mmio(
     map_device(mm.uc, device)
     alloc = Allocation(base, size, C.PAGE_READWRITE, RegionKind.MMIO, phys_base=phys,
                        name=name, owner=device)
-    mm._insert(alloc, reserve_only=False)
+    mm.insert_allocation(alloc, reserve_only=False)
     return base
 
 
@@ -141,7 +139,7 @@ def _stop_with(uc: Any, exc: BaseException) -> None:
     uc.emu_stop()
 
 
-def release_mmio(mm: MemoryManager, alloc: Allocation) -> None:
+def release_mmio(mm: RegionHost, alloc: Allocation) -> None:
     """Unmap the Unicorn MMIO range behind ``alloc`` (called when the region is released)."""
     if alloc.kind is RegionKind.MMIO:
         mm.uc.mem_unmap(alloc.phys_base, mmio_span(alloc.size))

@@ -17,8 +17,8 @@ read a host file and write modified bytes back when flushed, unmapped or destroy
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..errors import (
     ConflictingAddressesError,
@@ -32,9 +32,7 @@ from ..mmu.physmem import Chunk
 from ..space.address_space import Allocation, RegionKind, page_round_up
 from ..windows import constants as C
 from ..windows import protection
-
-if TYPE_CHECKING:
-    from ..manager import MemoryManager
+from .host import RegionHost
 
 #: section protection -> view protections compatible with it (ReactOS MmCompatibleProtectionMask)
 _RO = C.PAGE_NOACCESS | C.PAGE_READONLY | C.PAGE_WRITECOPY
@@ -132,8 +130,11 @@ class View:
 class SectionTable:
     """Handles, names and sections of one process (``mm.sections``)."""
 
-    def __init__(self, mm: MemoryManager) -> None:
+    def __init__(self, mm: RegionHost,
+                 map_image: Callable[[Section, int | None], tuple[int, int]]) -> None:
         self.mm = mm
+        #: maps a view of a SEC_IMAGE section (images live a layer beside; the manager wires it)
+        self.map_image = map_image
         self.handles: dict[int, tuple[Section, int]] = {}  # handle -> (section, access)
         self.names: dict[str, Section] = {}
         self._next_handle = 0x40
@@ -269,9 +270,7 @@ class SectionTable:
         """Map a view of the section behind ``handle``; returns (base, view size)."""
         section, access = self.lookup(handle)
         if section.image is not None:
-            from .image_map import map_image_section
-
-            return map_image_section(self.mm, section, address)
+            return self.map_image(section, address)
         if section.chunk is None:
             raise InvalidHandleError("the section has been destroyed")
         protection.check(protect, allow_writecopy=True)
@@ -302,7 +301,7 @@ class SectionTable:
             if address % C.ALLOCATION_GRANULARITY:
                 raise SectionError(f"view base {address:#x} is not 64 KiB aligned",
                                    status=C.STATUS_MAPPED_ALIGNMENT)
-            mm._check_range(address, size)
+            mm.check_range(address, size)
             if not mm.space.free.is_free(address, address + size):
                 raise ConflictingAddressesError(f"{address:#x}+{size:#x} overlaps a reservation")
             base = address
@@ -311,7 +310,7 @@ class SectionTable:
         alloc = Allocation(base, size, protect, RegionKind.MAPPED,
                            phys_base=section.chunk.phys + offset, name=section.name, owner=view)
         reserve = bool(section.attributes & C.SEC_RESERVE)
-        mm._insert(alloc, reserve_only=reserve)
+        mm.insert_allocation(alloc, reserve_only=reserve)
         if reserve and section.committed:
             first_page = offset >> 12
             for index in sorted(p - first_page for p in section.committed
@@ -327,7 +326,7 @@ class SectionTable:
         if alloc is None or not getattr(alloc.owner, "unmap_only", False):
             raise NotAllocatedError(f"{address:#x} is not a mapped view",
                                     status=C.STATUS_NOT_MAPPED_VIEW)
-        self.mm._release(alloc)
+        self.mm.release_allocation(alloc)
 
     def commit_shared(self, alloc: Allocation, first: int, last: int) -> None:
         """Mirror a commit inside one view of a SEC_RESERVE section to every other view.

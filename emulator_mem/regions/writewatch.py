@@ -15,17 +15,13 @@ WRITE_WATCH_FLAG_RESET only the part of the range that was scanned is reset.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import EmulatorMemError, InvalidParameterError
 from ..space.address_space import PAGE_SHIFT, PAGE_SIZE, Allocation, page_round_down, page_round_up
 from ..windows import constants as C
-
-if TYPE_CHECKING:
-    from ..manager import MemoryManager
+from .host import RegionHost
 
 
-def _watched_range(mm: MemoryManager, address: int, size: int) -> tuple[Allocation, int, int]:
+def _watched_range(mm: RegionHost, address: int, size: int) -> tuple[Allocation, int, int]:
     if size <= 0:
         raise InvalidParameterError("write-watch range needs a size")
     start = page_round_down(address)
@@ -37,7 +33,7 @@ def _watched_range(mm: MemoryManager, address: int, size: int) -> tuple[Allocati
 
 
 def get_write_watch(
-    mm: MemoryManager, address: int, size: int, *, reset: bool = False, max_count: int | None = None
+    mm: RegionHost, address: int, size: int, *, reset: bool = False, max_count: int | None = None
 ) -> list[int]:
     """Addresses of the pages in [address, address+size) written since the last reset."""
     alloc, first, last = _watched_range(mm, address, size)
@@ -58,13 +54,13 @@ def get_write_watch(
     return [alloc.base + (i << PAGE_SHIFT) for i in hits]
 
 
-def reset_write_watch(mm: MemoryManager, address: int, size: int) -> None:
+def reset_write_watch(mm: RegionHost, address: int, size: int) -> None:
     """Forget the writes to [address, address+size); the next write to each page is seen."""
     alloc, first, last = _watched_range(mm, address, size)
     _reset(mm, alloc, first, last)
 
 
-def _reset(mm: MemoryManager, alloc: Allocation, first: int, last: int) -> None:
+def _reset(mm: RegionHost, alloc: Allocation, first: int, last: int) -> None:
     watch = alloc.write_watch
     if not watch:
         return
@@ -79,7 +75,7 @@ def _reset(mm: MemoryManager, alloc: Allocation, first: int, last: int) -> None:
 
 # -- NT calling convention -------------------------------------------------------------
 def NtGetWriteWatch(  # noqa: N802 - Windows name
-    mm: MemoryManager, flags: int, base: int, size: int, max_count: int
+    mm: RegionHost, flags: int, base: int, size: int, max_count: int
 ) -> tuple[int, list[int], int]:
     """(status, addresses, granularity) like ntdll's NtGetWriteWatch."""
     if flags & ~C.WRITE_WATCH_FLAG_RESET or max_count <= 0:
@@ -92,7 +88,7 @@ def NtGetWriteWatch(  # noqa: N802 - Windows name
     return C.STATUS_SUCCESS, found, PAGE_SIZE
 
 
-def NtResetWriteWatch(mm: MemoryManager, base: int, size: int) -> tuple[int]:  # noqa: N802
+def NtResetWriteWatch(mm: RegionHost, base: int, size: int) -> tuple[int]:  # noqa: N802
     """(status,) like ntdll's NtResetWriteWatch."""
     try:
         reset_write_watch(mm, base, size)

@@ -34,10 +34,10 @@ from ..errors import RunnerError
 if TYPE_CHECKING:
     from ..api.win32 import Kernel32
     from ..manager import MemoryManager
-    from .process import Process
+    from .guest import GuestProcess
 
 Handler = Callable[["ApiCall"], "int | None"]
-DataResolver = Callable[["Process", str], int]
+DataResolver = Callable[["GuestProcess", str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class ApiCall:
 
     __slots__ = ("args", "process", "spec")
 
-    def __init__(self, process: Process, spec: ApiSpec, args: list[int]) -> None:
+    def __init__(self, process: GuestProcess, spec: ApiSpec, args: list[int]) -> None:
         self.process = process
         self.spec = spec
         self.args = args

@@ -9,24 +9,20 @@ the kinds it offers (``DEVICE_KINDS``). Device output goes to the process consol
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UnresolvedImportError
 from .api import data_import
 from .console import Console
+from .guest import DeviceRecord, GuestProcess
 from .plugins import load_plugin
-
-if TYPE_CHECKING:
-    from .process import Process
 
 DEVICES_PLUGIN = "devices"
 
 
 @data_import("devices.dll")
-def attach_device(process: Process, name: str) -> int:
+def attach_device(process: GuestProcess, name: str) -> int:
     """Map the device ``devices.dll!name`` names; returns the base for the IAT slot."""
-    from .process import DeviceRecord
-
     kind = name.lower()
     module = load_plugin(DEVICES_PLUGIN)
     if kind not in getattr(module, "DEVICE_KINDS", ()):

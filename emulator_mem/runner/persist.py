@@ -20,30 +20,49 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
 
 from ..errors import RunnerError
 from ..manager import MemoryManager
 from ..snapshot.file import load_snapshot, save_snapshot, snapshot_extras
+from .api import ApiSpec
 from .console import Console, Sink
 from .devices import device_objects
 from .environment import ThreadEnvironment
+from .guest import DeviceRecord, GuestProcess
 from .heap import ProcessHeap
 from .report import GuestException
-from .stubs import StubTable
+from .stubs import EXIT_SPEC, StubTable
 
-if TYPE_CHECKING:
-    from .process import Process
+
+class SavedProcess(GuestProcess, Protocol):
+    """The runner state a snapshot carries besides guest memory (a loaded ``Process``)."""
+
+    image_base: int
+    entry_point: int
+    env: ThreadEnvironment | None
+    stubs: StubTable | None
+    instructions: int
+    exit_code: int | None
+    exception: GuestException | None
+
+    def dispatch(self, spec: ApiSpec) -> None:
+        """Run the handler of the stub the CPU reached (installed on the stub hook)."""
+        ...
+
+
+P = TypeVar("P", bound=SavedProcess)
 
 STATE_EXTRA = "emulator-mem.runner"
 STATE_VERSION = 1
 
 
 # -- the state record ----------------------------------------------------------------------
-def runner_state(process: Process) -> dict[str, Any]:
+def runner_state(process: SavedProcess) -> dict[str, Any]:
     """Everything the runner keeps outside guest memory, as JSON-ready data."""
     if process.env is None or process.heap is None or process.stubs is None:
         raise RunnerError("only a loaded process can be saved")
@@ -81,13 +100,13 @@ def _decode_state(extras: dict[str, bytes]) -> dict[str, Any]:
 
 
 # -- save / load ---------------------------------------------------------------------------
-def save_process(process: Process, path: str | Path) -> None:
+def save_process(process: SavedProcess, path: str | Path) -> None:
     state = json.dumps(runner_state(process), sort_keys=True).encode()
     save_snapshot(process.mm, path, extras={STATE_EXTRA: state})
 
 
-def load_process(cls: type[Process], path: str | Path, *, stdout: Sink | None = None,
-                 stderr: Sink | None = None) -> Process:
+def load_process(cls: Callable[[Uc, MemoryManager, Console], P], path: str | Path, *,
+                 stdout: Sink | None = None, stderr: Sink | None = None) -> P:
     """A new process (new CPU, new manager) restored from ``path``."""
     state = read_runner_state(path)
     uc = Uc(UC_ARCH_X86, UC_MODE_64 if state["bits"] == 64 else UC_MODE_32)
@@ -100,17 +119,15 @@ def load_process(cls: type[Process], path: str | Path, *, stdout: Sink | None = 
     return process
 
 
-def restore_state(process: Process, state: dict[str, Any], module: Any, devices: dict[str, Any]) -> None:
+def restore_state(process: SavedProcess, state: dict[str, Any], module: Any, devices: dict[str, Any]) -> None:
     """Rebuild the runner's side of ``process`` from a state record (memory already loaded)."""
-    from .process import EXIT_SPEC, DeviceRecord
-
     mm = process.mm
     image = state["image"]
     process.image_name, process.image_base, process.entry_point = image["name"], image["base"], image["entry"]
     process.env = ThreadEnvironment.from_json(state["environment"])
     process.heap = ProcessHeap.attach(mm, int(state["heap"]))
     process.stubs = StubTable.from_json(state["stubs"], EXIT_SPEC)
-    process.stubs.install(process.uc, process._dispatch)
+    process.stubs.install(process.uc, process.dispatch)
     for record in state["devices"]:
         device = devices.get(record["kind"])
         if device is None or module is None:

@@ -48,24 +48,17 @@ from .abi import Abi
 from .api import DATA_IMPORTS, ApiCall, ApiSpec, DataResolver, lookup
 from .console import Console, Sink
 from .environment import ThreadEnvironment
+from .guest import DeviceRecord
 from .heap import ProcessHeap
+from .persist import load_process, save_process
 from .plugins import HookHandle, install_plugin
 from .report import GuestException
-from .stubs import EXIT_NAME, RUNNER_DLL, StubTable
+from .stubs import EXIT_SPEC, StubTable
 
 DEFAULT_CHUNK = 1_000_000  # instructions per emu_start
 DEFAULT_PROGRESS = 50_000_000
 Progress = Callable[[int, float], None]
 
-
-def _exit_from_entry(call: ApiCall) -> int | None:
-    """The entry point returned: ExitProcess(EAX/RAX), as BaseThreadInitThunk does."""
-    value = int(call.process.uc.reg_read(call.process.abi.result_reg)) & 0xFFFFFFFF
-    call.process.terminate(value)
-    return None
-
-
-EXIT_SPEC = ApiSpec(RUNNER_DLL, EXIT_NAME, 0, _exit_from_entry, noreturn=True)
 
 
 @dataclass(slots=True)
@@ -79,16 +72,6 @@ class RunResult:
     exception: GuestException | None = None
     limit_reached: bool = False
     snapshot: str | None = None
-
-
-@dataclass(slots=True)
-class DeviceRecord:
-    """An MMIO device mapped for a ``devices.dll`` import (re-attached after a restore)."""
-
-    kind: str
-    name: str
-    base: int
-    handle: Any = None
 
 
 class Process:
@@ -174,7 +157,7 @@ class Process:
                 f"{self.image_name}: no implementation for {', '.join(missing)} "
                 "(add one with @api in emulator_mem/runner/kernel32.py)")
         self.stubs = StubTable.create(self.mm, self.abi, EXIT_SPEC, apis)
-        self.stubs.install(self.uc, self._dispatch)
+        self.stubs.install(self.uc, self.dispatch)
         for imp in imports:
             spec = lookup(imp.dll, imp.name) if imp.name is not None else None
             if spec is not None and imp.dll.lower() not in DATA_IMPORTS:
@@ -211,7 +194,7 @@ class Process:
         return self.stubs
 
     # -- API dispatch ------------------------------------------------------------------
-    def _dispatch(self, spec: ApiSpec) -> None:
+    def dispatch(self, spec: ApiSpec) -> None:
         """Run the handler of the stub the CPU has reached; the stub's ``ret`` follows."""
         args: list[int] = []
         try:
@@ -384,13 +367,9 @@ class Process:
     # -- snapshots (see persist.py) ------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Save memory, registers and the runner's own state to one snapshot file."""
-        from .persist import save_process
-
         save_process(self, path)
 
     @classmethod
     def resume(cls, path: str | Path, *, stdout: Sink | None = None, stderr: Sink | None = None) -> Process:
         """A fresh process restored from a snapshot written by :meth:`save`."""
-        from .persist import load_process
-
         return load_process(cls, path, stdout=stdout, stderr=stderr)

@@ -26,7 +26,7 @@ from ..manager import MemoryManager
 from ..space.address_space import page_round_up
 from ..windows import constants as C
 from .abi import STUB_SLOT, Abi
-from .api import ApiSpec, lookup
+from .api import ApiCall, ApiSpec, lookup
 
 SENTINEL_SLOT = 0
 EXIT_SLOT = 1
@@ -118,3 +118,13 @@ class StubTable:
         if self._uc is not None and self._hook is not None:
             self._uc.hook_del(self._hook)
             self._hook = None
+
+
+def _exit_from_entry(call: ApiCall) -> int | None:
+    """The entry point returned: ExitProcess(EAX/RAX), as BaseThreadInitThunk does."""
+    value = int(call.process.uc.reg_read(call.process.abi.result_reg)) & 0xFFFFFFFF
+    call.process.terminate(value)
+    return None
+
+
+EXIT_SPEC = ApiSpec(RUNNER_DLL, EXIT_NAME, 0, _exit_from_entry, noreturn=True)

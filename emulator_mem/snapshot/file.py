@@ -34,7 +34,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from sortedcontainers import SortedDict
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, UcError
@@ -51,9 +51,7 @@ from . import cpu_state
 from . import format as F
 from . import rollback as rb
 from .check import Derived, check_meta
-
-if TYPE_CHECKING:
-    from ..manager import MemoryManager
+from .rollback import SnapshotHost
 
 __all__ = [
     "load_snapshot",
@@ -120,13 +118,13 @@ def _opened(file: FileArg, mode: str) -> Iterator[IO[bytes]]:
         yield file
 
 
-def _geometry(mm: MemoryManager) -> F.Geometry:
+def _geometry(mm: SnapshotHost) -> F.Geometry:
     phys = mm.phys
     return F.Geometry(mm.lowest_address, mm.highest_address, phys.identity_end, phys.alias_base, phys.window)
 
 
 # -- saving ----------------------------------------------------------------------------
-def _gather(mm: MemoryManager) -> F.Meta:
+def _gather(mm: SnapshotHost) -> F.Meta:
     """The layout table of ``mm``; refuses state it could not bring back faithfully."""
     phys, table = mm.phys, mm.sections
     meta = F.Meta(_geometry(mm), mm.layout_version, mm.default_allocation_address, phys._alias_next)
@@ -181,7 +179,7 @@ def _gather(mm: MemoryManager) -> F.Meta:
     return meta
 
 
-def save_snapshot(mm: MemoryManager, file: FileArg, *, contents: bool = True, level: int = 3,
+def save_snapshot(mm: SnapshotHost, file: FileArg, *, contents: bool = True, level: int = 3,
                   extras: Mapping[str, bytes] | None = None) -> int:
     """Write ``mm`` and its CPU registers to ``file`` (a path or a binary file); returns its size.
 
@@ -214,7 +212,7 @@ def save_snapshot(mm: MemoryManager, file: FileArg, *, contents: bool = True, le
     return _write(mm, file, meta, derived, raw, regs, codec, contents, blobs)
 
 
-def _write(mm: MemoryManager, f: IO[bytes], meta: F.Meta, derived: Derived, raw: bytes, regs: bytes,
+def _write(mm: SnapshotHost, f: IO[bytes], meta: F.Meta, derived: Derived, raw: bytes, regs: bytes,
            codec: F.Codec, contents: bool, extras: list[bytes]) -> int:
     sink = F.Sink(f)
     mode = UC_MODE_64 if mm.is_64bit else UC_MODE_32
@@ -341,7 +339,7 @@ class _Staged:
         self.chunks.clear()
 
 
-def _resolve_devices(mm: MemoryManager, meta: F.Meta,
+def _resolve_devices(mm: SnapshotHost, meta: F.Meta,
                      devices: Mapping[str, DeviceCallbacks] | None) -> list[DeviceCallbacks]:
     live = {a.owner.name: (a.owner.read, a.owner.write) for a in mm.space
             if a.kind is RegionKind.MMIO and isinstance(a.owner, MmioDevice) and a.owner.name}
@@ -364,7 +362,7 @@ def _populate(chunk: Chunk, offset: int, size: int) -> bool:
     return True
 
 
-def _stage(mm: MemoryManager, f: IO[bytes], devices: Mapping[str, DeviceCallbacks] | None) -> _Staged:
+def _stage(mm: SnapshotHost, f: IO[bytes], devices: Mapping[str, DeviceCallbacks] | None) -> _Staged:
     src = F.Source(f)
     flags, is_64bit, codec = _read_header(src)
     if is_64bit != mm.is_64bit:
@@ -411,7 +409,7 @@ def _stage(mm: MemoryManager, f: IO[bytes], devices: Mapping[str, DeviceCallback
     return staged
 
 
-def _build(mm: MemoryManager, meta: F.Meta, chunks: dict[int, Chunk], devices: list[MmioDevice]) -> rb.Book:
+def _build(mm: SnapshotHost, meta: F.Meta, chunks: dict[int, Chunk], devices: list[MmioDevice]) -> rb.Book:
     """Live objects for a checked table (cannot fail: :func:`check_meta` proved every reference)."""
     layouts = meta.layouts
     sections = [
@@ -453,11 +451,11 @@ def _build(mm: MemoryManager, meta: F.Meta, chunks: dict[int, Chunk], devices: l
 
 
 # -- installing ------------------------------------------------------------------------
-def _mmio_devices(mm: MemoryManager) -> list[MmioDevice]:
+def _mmio_devices(mm: SnapshotHost) -> list[MmioDevice]:
     return [a.owner for a in mm.space if a.kind is RegionKind.MMIO and isinstance(a.owner, MmioDevice)]
 
 
-def _check_foreign(mm: MemoryManager, staged: _Staged) -> None:
+def _check_foreign(mm: SnapshotHost, staged: _Staged) -> None:
     """Unicorn regions the manager did not map must not collide with the snapshot's."""
     ours = {(c.phys, c.end - 1) for c in mm.phys.chunks.values()}
     ours |= {(d.phys, d.phys + rb.mmio_span(d.size) - 1) for d in _mmio_devices(mm)}
@@ -477,7 +475,7 @@ def _quiet(fn: Any, *args: Any) -> None:
         pass
 
 
-def _commit(mm: MemoryManager, staged: _Staged) -> None:
+def _commit(mm: SnapshotHost, staged: _Staged) -> None:
     """Swap the staged physical memory and bookkeeping in; undo it all if the CPU objects."""
     if staged.book is None:
         raise SnapshotError("nothing staged")
@@ -522,7 +520,7 @@ def _commit(mm: MemoryManager, staged: _Staged) -> None:
     mm.mmu.flush()
 
 
-def load_snapshot(mm: MemoryManager, file: FileArg, *,
+def load_snapshot(mm: SnapshotHost, file: FileArg, *,
                   devices: Mapping[str, DeviceCallbacks] | None = None) -> dict[str, bytes]:
     """Replace ``mm``'s whole state and its CPU registers with the snapshot in ``file``.
 

@@ -29,25 +29,39 @@ import ctypes
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
 from ..errors import SnapshotError
-from ..mmu.physmem import Chunk, _host_buffer
-from ..mmu.tlb import DirtyLog
+from ..mmu.physmem import Chunk, DirtyLog, _host_buffer
 from ..regions import mmio
-from ..regions.sections import Section
+from ..regions.image_map import ImageHost
+from ..regions.sections import Section, SectionTable
 from ..space.address_space import PAGE_SIZE, AddressSpace, Allocation, RegionKind
 
-if TYPE_CHECKING:
-    from ..manager import MemoryManager
+
+class SnapshotHost(ImageHost, Protocol):
+    """What checkpoints and snapshot files need of the manager: the whole layout.
+
+    Every table of the address space (allocations, sections, images, the allocation
+    cursor) is read to save and replaced to restore, so this is wider than a region
+    feature's :class:`~emulator_mem.regions.host.RegionHost`; it stays a protocol so the
+    snapshot layer sits below :class:`~emulator_mem.manager.SnapshotHost`.
+    """
+
+    sections: SectionTable
+    #: where free-range searches start (restored with the layout)
+    default_allocation_address: int
+
+    @property
+    def layout_version(self) -> int: ...
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 _UNBACKED = b""  # saved "content" of a page that had no host memory when first written
-_ACTIVE: WeakKeyDictionary[MemoryManager, Checkpoint] = WeakKeyDictionary()
+_ACTIVE: WeakKeyDictionary[SnapshotHost, Checkpoint] = WeakKeyDictionary()
 
 
 # -- helpers shared with snapshot loading ----------------------------------------------
@@ -63,7 +77,7 @@ def new_chunk(uc: Uc, phys: int, size: int) -> Chunk:
     return Chunk(phys, size, buf, host)
 
 
-def build_space(mm: MemoryManager, allocations: Iterable[Allocation], layout_version: int) -> AddressSpace:
+def build_space(mm: SnapshotHost, allocations: Iterable[Allocation], layout_version: int) -> AddressSpace:
     """A fresh AddressSpace holding ``allocations`` (through its own ``insert``, so every
     index it keeps is built by its own code)."""
     space = AddressSpace(mm.space.lowest, mm.space.highest)
@@ -96,7 +110,7 @@ class Book:
     default_allocation_address: int
 
     @classmethod
-    def capture(cls, mm: MemoryManager) -> Book:
+    def capture(cls, mm: SnapshotHost) -> Book:
         phys, sections = mm.phys, mm.sections
         return cls(
             dict(vars(mm.space)), SortedDict(phys.chunks), dict(phys._windows), list(phys._free_pages),
@@ -105,7 +119,7 @@ class Book:
             mm.default_allocation_address,
         )
 
-    def apply(self, mm: MemoryManager) -> None:
+    def apply(self, mm: SnapshotHost) -> None:
         """Install this bookkeeping (Python objects only; Unicorn mappings are the caller's)."""
         state = vars(mm.space)
         state.clear()
@@ -125,7 +139,7 @@ class Book:
         if images is not None:
             images.clear()
             images.update(self.images)
-        mm._default_allocation_address = self.default_allocation_address
+        mm.default_allocation_address = self.default_allocation_address
         mm.mmu.watched_allocations = sum(1 for a in mm.space if a.write_watch is not None)
         mm.mmu.fault = None
 
@@ -141,7 +155,7 @@ def count_aliases(allocations: Iterable[Allocation]) -> None:
             alloc.owner.alias_count += 1
 
 
-def reachable_sections(mm: MemoryManager) -> list[Section]:
+def reachable_sections(mm: SnapshotHost) -> list[Section]:
     """Sections the manager can still reach: by handle, by name, or through a view."""
     found: dict[int, Section] = {}
     for section, _ in mm.sections.handles.values():
@@ -155,7 +169,7 @@ def reachable_sections(mm: MemoryManager) -> list[Section]:
     return list(found.values())
 
 
-def invalidate(mm: MemoryManager) -> None:
+def invalidate(mm: SnapshotHost) -> None:
     """Discard ``mm``'s active checkpoint (a snapshot load replaced everything it knew)."""
     cp = _ACTIVE.pop(mm, None)
     if cp is not None:
@@ -174,7 +188,7 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 
 
 # -- checkpoints -----------------------------------------------------------------------
-def _fingerprint(mm: MemoryManager) -> tuple[int, ...]:
+def _fingerprint(mm: SnapshotHost) -> tuple[int, ...]:
     """Moves whenever bookkeeping changed: layout, handles, physical allocator."""
     phys, sections = mm.phys, mm.sections
     return (mm.space.layout_version, sections._next_handle, len(sections.handles), phys._alias_next,
@@ -184,7 +198,7 @@ def _fingerprint(mm: MemoryManager) -> tuple[int, ...]:
 class Checkpoint:
     """A state of one manager (and its CPU) that :func:`rollback` returns to, any number of times."""
 
-    def __init__(self, mm: MemoryManager) -> None:
+    def __init__(self, mm: SnapshotHost) -> None:
         self._mm = weakref.ref(mm)  # the registry of active checkpoints must not keep mm alive
         self.valid = True
         #: physical page -> its bytes at checkpoint time (None: all zero)
@@ -214,7 +228,7 @@ class Checkpoint:
         mm.mmu.attach_log(self.log)
 
     @property
-    def mm(self) -> MemoryManager:
+    def mm(self) -> SnapshotHost:
         mm = self._mm()
         if mm is None:
             raise SnapshotError("the checkpoint's memory manager is gone")
@@ -265,7 +279,7 @@ class Checkpoint:
                 if alloc.write_watch != pages and alloc.write_watch is not None:
                     alloc.write_watch.clear()
                     alloc.write_watch.update(pages)
-            mm._default_allocation_address = self.book.default_allocation_address
+            mm.default_allocation_address = self.book.default_allocation_address
         self._restore_pages()
         self.log.reset()
         mm.mmu.flush()
@@ -372,7 +386,7 @@ class Checkpoint:
             del _ACTIVE[mm]
 
 
-def checkpoint(mm: MemoryManager) -> Checkpoint:
+def checkpoint(mm: SnapshotHost) -> Checkpoint:
     """Take a checkpoint of ``mm`` (discarding its previous one); see :func:`rollback`."""
     invalidate(mm)
     cp = Checkpoint(mm)
@@ -380,7 +394,7 @@ def checkpoint(mm: MemoryManager) -> Checkpoint:
     return cp
 
 
-def rollback(mm: MemoryManager, cp: Checkpoint) -> None:
+def rollback(mm: SnapshotHost, cp: Checkpoint) -> None:
     """Return ``mm`` and its CPU to ``cp``: memory, layout, sections, MMIO, write watch, registers.
 
     Costs one page copy per page dirtied since the checkpoint (or the previous rollback to
