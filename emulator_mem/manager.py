@@ -198,6 +198,7 @@ class MemoryManager:
                 "only private memory can be decommitted", status=C.STATUS_UNABLE_TO_DELETE_SECTION
             )
         self._drop_contents(alloc, first, last)
+        writewatch.decommitted(alloc, first, last)
         self.space.set_pages(alloc, first, last, 0)
         self.mmu.flush()
         return alloc.base + (first << PAGE_SHIFT)
@@ -301,6 +302,7 @@ class MemoryManager:
             raise NotCommittedError(f"{address:#x}+{size:#x} is not committed throughout")
         old = alloc.page_protect(first)
         need_flush = self._narrows(alloc, first, last, protect)
+        writewatch.latch(alloc, first, last)
         self.space.set_pages(alloc, first, last, protect)
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
@@ -430,17 +432,32 @@ class MemoryManager:
 
     # -- queries -----------------------------------------------------------------------
     def query(self, address: int) -> MemoryBasicInformation:
-        """VirtualQuery: the region (maximal run of equal pages) containing ``address``."""
+        """VirtualQuery: the page holding ``address`` and the rest of its region.
+
+        Windows (and Wine: ``base = ROUND_ADDR(addr, page_mask)``) reports the page that
+        holds the address as ``BaseAddress`` and counts ``RegionSize`` from that page to the
+        end of the run of equal pages, so a query in the middle of a region does not see the
+        pages before it. :meth:`region_info` gives the whole run.
+        """
+        run = self._run_at(address)
+        start = page_round_down(address)
+        if start == run.BaseAddress:
+            return run
+        return MemoryBasicInformation(
+            start, run.AllocationBase, run.AllocationProtect,
+            run.BaseAddress + run.RegionSize - start, run.State, run.Protect, run.Type,
+        )
+
+    def _run_at(self, address: int) -> MemoryBasicInformation:
+        """The whole region (maximal run of equal pages, or free gap) containing ``address``."""
         if not 0 <= address < self.highest_address:
             raise InvalidParameterError(f"{address:#x} is outside the user address range")
         alloc = self.space.find(address)
         if alloc is None:
-            start = page_round_down(address)
-            nxt = self.space.allocations.bisect_right(address)
-            end = (
-                self.space.allocations.peekitem(nxt)[0]
-                if nxt < len(self.space.allocations) else self.highest_address
-            )
+            allocations = self.space.allocations
+            nxt = allocations.bisect_right(address)
+            end = allocations.peekitem(nxt)[0] if nxt < len(allocations) else self.highest_address
+            start = allocations.peekitem(nxt - 1)[1].end if nxt else 0
             return MemoryBasicInformation(start, 0, 0, end - start, C.MEM_FREE, C.PAGE_NOACCESS, 0)
         s, e, p = alloc.run_at((address - alloc.base) >> PAGE_SHIFT)
         return MemoryBasicInformation(
@@ -462,7 +479,8 @@ class MemoryManager:
             address = mbi.BaseAddress + mbi.RegionSize
 
     def region_info(self, address: int) -> RegionInfo:
-        mbi = self.query(address)
+        """The whole region around ``address`` (from its first page, unlike :meth:`query`)."""
+        mbi = self._run_at(address)
         alloc = self.space.find(address)
         if alloc is None:
             return RegionInfo(mbi.BaseAddress, mbi.RegionSize, 0, 0, False, False, 0, 0, None)

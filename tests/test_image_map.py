@@ -210,6 +210,11 @@ def test_mapped_at_image_base_as_one_image_allocation(mm: MemoryManager, sample:
     data_region = mm.query(base + sample.data_rva)
     assert data_region.BaseAddress == base + sample.data_rva
     assert data_region.RegionSize >= 0x3000
+    # inside the region, Windows reports the page holding the address and the rest of the run
+    inner = mm.query(base + sample.data_rva + 0x1010)
+    assert (inner.BaseAddress, inner.RegionSize) == (base + sample.data_rva + 0x1000,
+                                                     data_region.RegionSize - 0x1000)
+    assert (inner.AllocationBase, inner.Protect, inner.Type) == (base, PAGE_WRITECOPY, MEM_IMAGE)
 
 
 def test_contents_headers_sections_and_zero_tails(mm: MemoryManager, sample: Sample) -> None:

@@ -104,7 +104,10 @@ class TestAllocate:
         base = mm.allocate(0x1801, PAGE_READWRITE, address=BASE)
         assert base == BASE
         mm.allocate(0x1000, PAGE_READWRITE, address=BASE + 0x10000)
-        assert mbi(mm, BASE + 0x1234) == (BASE, BASE, 0x04, 0x2000, MEM_COMMIT, 0x04, MEM_PRIVATE)
+        assert mbi(mm, BASE) == (BASE, BASE, 0x04, 0x2000, MEM_COMMIT, 0x04, MEM_PRIVATE)
+        # mid-region: Windows reports the page holding the address and the rest of the run
+        assert mbi(mm, BASE + 0x1234) == (BASE + 0x1000, BASE, 0x04, 0x1000, MEM_COMMIT, 0x04,
+                                          MEM_PRIVATE)
         # the rest of the 64 KiB granule stays free, up to the next allocation
         assert mbi(mm, BASE + 0x2000) == (BASE + 0x2000, 0, 0, 0xE000, MEM_FREE, 0x01, 0)
         assert mbi(mm, BASE + 0x5432) == (BASE + 0x5000, 0, 0, 0xB000, MEM_FREE, 0x01, 0)

@@ -193,14 +193,19 @@ class Model:
             out.append((pos, 0, 0, self.highest - pos, MEM_FREE, PAGE_NOACCESS, 0))
         return out
 
-    def query(self, address: int) -> tuple[int, ...]:
+    def region(self, address: int) -> tuple[int, ...]:
+        """The whole region (run or free gap) holding ``address``."""
         for r in self.regions():
             if r[0] <= address < r[0] + r[3]:
-                if r[4] == MEM_FREE:
-                    start = page_down(address)
-                    return (start, 0, 0, r[0] + r[3] - start, MEM_FREE, PAGE_NOACCESS, 0)
                 return r
         raise AssertionError("address outside the model")
+
+    def query(self, address: int) -> tuple[int, ...]:
+        """VirtualQuery: the page holding ``address`` up to the end of its region (Windows,
+        Wine's ``base = ROUND_ADDR(addr, page_mask)``)."""
+        r = self.region(address)
+        start = page_down(address)
+        return (start, *r[1:3], r[0] + r[3] - start, *r[4:])
 
     def stats(self) -> tuple[int, int, int]:
         reserved = sum(size for size, _ in self.allocs.values())
@@ -648,10 +653,11 @@ class ManagerMachine(RuleBasedStateMachine):
             want = model.query(a)
             assert as_tuple(self.mm.query(a)) == want
             info = self.mm.region_info(a)
+            whole = model.region(a)
             size = model.allocs[want[1]][0] if want[1] else 0
             assert (info.start, info.length, info.allocation_base, info.allocation_length,
                     info.is_reserved, info.is_committed, info.protect, info.initial_protect) == (
-                want[0], want[3], want[1], size, want[4] != MEM_FREE, want[4] == MEM_COMMIT,
+                whole[0], whole[3], want[1], size, want[4] != MEM_FREE, want[4] == MEM_COMMIT,
                 want[5] if want[4] != MEM_FREE else 0, want[2])
 
     @invariant()

@@ -185,6 +185,9 @@ def test_IsBadReadPtr_consumes_a_guard_page(k32: Kernel32) -> None:
     # only the first guard page the probe touched lost its guard
     info = k32.VirtualQuery(base + 0x1000)
     assert info is not None
+    assert (info.BaseAddress, info.RegionSize, info.Protect) == (base + 0x1000, 0x1000, PAGE_READWRITE)
+    info = k32.VirtualQuery(base)
+    assert info is not None
     assert (info.BaseAddress, info.RegionSize, info.Protect) == (base, 0x2000, PAGE_READWRITE)
     info = k32.VirtualQuery(base + 0x2000)
     assert info is not None

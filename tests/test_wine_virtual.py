@@ -354,6 +354,32 @@ def test_view_reset_commit_and_decommit(k32: Kernel32, mm: MemoryManager) -> Non
     assert k32.IsBadReadPtr(ptr, 0x20000) is False
 
 
+def test_VirtualQuery_inside_a_region_reports_from_its_page(k32: Kernel32, mm: MemoryManager) -> None:
+    """Wine's NtQueryVirtualMemory: ``base = ROUND_ADDR(addr, page_mask)``; RegionSize counts
+    from that page to the end of the run (the issue's 5-page example)."""
+    b = k32.VirtualAlloc(0, 0x5000, MEM_COMMIT, PAGE_READWRITE)
+    for address, base, size in ((b, b, 0x5000), (b + 0x2000, b + 0x2000, 0x3000),
+                                (b + 0x2FFF, b + 0x2000, 0x3000), (b + 0x4FFF, b + 0x4000, 0x1000)):
+        expect_mbi(k32, address, BaseAddress=base, RegionSize=size, AllocationBase=b,
+                   AllocationProtect=PAGE_READWRITE, State=MEM_COMMIT, Protect=PAGE_READWRITE,
+                   Type=MEM_PRIVATE)
+        status, info = nt.NtQueryVirtualMemory(mm, address)
+        assert status == STATUS_SUCCESS and info is not None
+        assert (info.BaseAddress, info.RegionSize) == (base, size)
+    # a run that ends before the allocation does: counted to the end of the run only
+    assert k32.VirtualProtect(b + 0x3000, 0x1000, PAGE_READONLY)[0]
+    expect_mbi(k32, b + 0x1800, BaseAddress=b + 0x1000, RegionSize=0x2000, Protect=PAGE_READWRITE)
+    # reserved pages the same way
+    r = k32.VirtualAlloc(0, 0x10000, MEM_RESERVE, PAGE_NOACCESS)
+    expect_mbi(k32, r + 0x7123, BaseAddress=r + 0x7000, RegionSize=0x9000, State=MEM_RESERVE,
+               Protect=0, AllocationBase=r)
+    # and mapped views
+    h = k32.CreateFileMapping(INVALID_HANDLE_VALUE, PAGE_READWRITE | SEC_COMMIT, 0, 0x4000)
+    v = k32.MapViewOfFile(h, FILE_MAP_WRITE, 0, 0, 0)
+    expect_mbi(k32, v + 0x1004, BaseAddress=v + 0x1000, RegionSize=0x3000, AllocationBase=v,
+               Type=MEM_MAPPED, Protect=PAGE_READWRITE)
+
+
 def test_query_after_free_reports_free_memory(k32: Kernel32) -> None:
     addr = k32.VirtualAlloc(0, 0x10000, MEM_COMMIT, PAGE_READONLY)
     assert addr != 0
