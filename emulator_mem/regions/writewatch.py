@@ -11,6 +11,14 @@ Semantics follow Wine's ``NtGetWriteWatch``/``NtResetWriteWatch``: the range mus
 one write-watched allocation (STATUS_INVALID_PARAMETER otherwise, also for size 0 or a zero
 count), at most ``max_count`` page addresses are returned in address order, and with
 WRITE_WATCH_FLAG_RESET only the part of the range that was scanned is reset.
+
+Decommit and the "latch" (Wine's test_write_watch, which records Windows): decommitting
+pages drops them from the watch — unless a protection change (VirtualProtect) covered them
+after they were written. Windows keeps the dirty state in the page-table entries and moves
+it into the write-watch bitmap only when it rewrites those entries (a protection change);
+a decommit throws the entries away. So a page written, then re-protected, then decommitted
+is still reported; one written after the last protection change is not. Resetting clears
+both.
 """
 
 from __future__ import annotations
@@ -60,14 +68,33 @@ def reset_write_watch(mm: RegionHost, address: int, size: int) -> None:
     _reset(mm, alloc, first, last)
 
 
+def latch(alloc: Allocation, first: int, last: int) -> None:
+    """A protection change over pages [first, last): their written state now survives a decommit."""
+    watch = alloc.write_watch
+    if watch:
+        alloc.watch_latched.update(i for i in _in_range(watch, first, last))
+
+
+def decommitted(alloc: Allocation, first: int, last: int) -> None:
+    """Pages [first, last) were decommitted: forget the writes no protection change latched."""
+    watch = alloc.write_watch
+    if watch:
+        latched = alloc.watch_latched
+        watch.difference_update([i for i in _in_range(watch, first, last) if i not in latched])
+
+
+def _in_range(pages: set[int], first: int, last: int) -> list[int]:
+    if last - first <= len(pages):
+        return [i for i in range(first, last) if i in pages]
+    return [i for i in pages if first <= i < last]
+
+
 def _reset(mm: RegionHost, alloc: Allocation, first: int, last: int) -> None:
     watch = alloc.write_watch
+    alloc.watch_latched.difference_update(_in_range(alloc.watch_latched, first, last))
     if not watch:
         return
-    if last - first <= len(watch):
-        dropped = [i for i in range(first, last) if i in watch]
-    else:
-        dropped = [i for i in watch if first <= i < last]
+    dropped = _in_range(watch, first, last)
     if dropped:
         watch.difference_update(dropped)
         mm.mmu.flush()  # their writable TLB entries must go so the next write misses

@@ -433,6 +433,9 @@ def _build(mm: SnapshotHost, meta: F.Meta, chunks: dict[int, Chunk], devices: li
                            list(a.starts), list(a.protects), a.committed_pages(),
                            None if a.write_watch is None else set(a.write_watch), a.name, owner,
                            dict(a.private_pages) if a.private_pages else None)
+        # the file keeps which pages were written, not which a protection change latched:
+        # count them all as latched, so a decommit after loading never loses a reported page
+        alloc.watch_latched = set() if alloc.write_watch is None else set(alloc.write_watch)
         allocations.append(alloc)
     by_base = {a.base: a for a in allocations}
     for alloc, rec in zip(allocations, meta.allocations, strict=True):

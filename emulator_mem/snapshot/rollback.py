@@ -235,7 +235,8 @@ class Checkpoint:
         return mm
 
     def _watch_live(self, allocations: Iterable[Allocation]) -> None:
-        self.watch = [(a, set(a.write_watch)) for a in allocations if a.write_watch is not None]
+        self.watch = [(a, set(a.write_watch), set(a.watch_latched))
+                      for a in allocations if a.write_watch is not None]
 
     # -- saving originals ----------------------------------------------------------------
     def _save(self, ppn: int) -> None:
@@ -275,10 +276,12 @@ class Checkpoint:
         if _fingerprint(mm) != self.fingerprint:
             self._restore_layout()
         else:
-            for alloc, pages in self.watch:
+            for alloc, pages, latched in self.watch:
                 if alloc.write_watch != pages and alloc.write_watch is not None:
                     alloc.write_watch.clear()
                     alloc.write_watch.update(pages)
+                if alloc.watch_latched != latched:
+                    alloc.watch_latched = set(latched)
             mm.default_allocation_address = self.book.default_allocation_address
         self._restore_pages()
         self.log.reset()

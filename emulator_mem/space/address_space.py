@@ -77,6 +77,9 @@ class Allocation:
     owner: Any = None  # the section / image / MMIO device / alias source behind it
     private_pages: dict[int, int] | None = None
     alias_count: int = 0  # live map_alias views of this allocation's pages
+    #: written pages a protection change has "latched": they survive a decommit (see
+    #: :mod:`emulator_mem.regions.writewatch`); always a subset of ``write_watch``
+    watch_latched: set[int] = field(default_factory=set)
 
     @property
     def end(self) -> int:
@@ -162,6 +165,7 @@ class Allocation:
             piece.committed_pages += (e - s) if p else 0
         if self.write_watch is not None:
             piece.write_watch = {i - first for i in self.write_watch if first <= i < last}
+            piece.watch_latched = {i - first for i in self.watch_latched if first <= i < last}
         return piece
 
     def clone(self) -> Allocation:
@@ -172,7 +176,7 @@ class Allocation:
             None if self.write_watch is None else set(self.write_watch),
             self.name, self.owner,
             None if self.private_pages is None else dict(self.private_pages),
-            self.alias_count,
+            self.alias_count, set(self.watch_latched),
         )
 
 
