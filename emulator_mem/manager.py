@@ -173,13 +173,13 @@ class MemoryManager:
         page-aligned start.
         """
         alloc, first, last = self._pages_in_one_allocation(address, size)
-        self._check_protect_for(alloc, protect)
+        protect = self._page_protect(alloc, protect)
         if alloc.kind is RegionKind.MMIO:
             raise ConflictingAddressesError("MMIO regions are committed for their whole life")
         if alloc.phys_base == alloc.base:
             self.phys.ensure_identity(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         need_flush = self._narrows(alloc, first, last, protect)
-        self.space.set_pages(alloc, first, last, protect)
+        self._set_protection(alloc, first, last, protect)
         self.sections.commit_shared(alloc, first, last)
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
@@ -295,7 +295,7 @@ class MemoryManager:
         (STATUS_NOT_COMMITTED otherwise), as VirtualProtect requires.
         """
         alloc, first, last = self._pages_in_one_allocation(address, size)
-        self._check_protect_for(alloc, protect)
+        protect = self._page_protect(alloc, protect)
         if alloc.kind is RegionKind.MMIO:
             raise EmulatorMemError("MMIO protection is fixed", status=C.STATUS_INVALID_PAGE_PROTECTION)
         if not all(p for _, _, p in alloc.runs(first, last)):
@@ -303,7 +303,7 @@ class MemoryManager:
         old = alloc.page_protect(first)
         need_flush = self._narrows(alloc, first, last, protect)
         writewatch.latch(alloc, first, last)
-        self.space.set_pages(alloc, first, last, protect)
+        self._set_protection(alloc, first, last, protect)
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
             self.mmu.flush()
@@ -323,15 +323,39 @@ class MemoryManager:
                 return True
         return False
 
-    def _check_protect_for(self, alloc: Allocation, protect: int) -> None:
+    def _page_protect(self, alloc: Allocation, protect: int) -> int:
+        """Validate ``protect`` for pages of ``alloc``; return what the pages really get.
+
+        The one place for Windows' page-protection rules: a valid PAGE_* value, copy-on-write
+        only in views and images, image pages asked to be writable become copy-on-write
+        (they are shared until written), and inside a view or image only what the view's
+        protection grants (:func:`~emulator_mem.windows.protection.within`; e.g.
+        PAGE_NOACCESS anywhere, PAGE_EXECUTE_WRITECOPY in a PAGE_EXECUTE_READ view).
+        """
         shared = alloc.kind in (RegionKind.MAPPED, RegionKind.IMAGE)
         protection.check(protect, allow_writecopy=shared)
+        if alloc.kind is RegionKind.IMAGE:
+            protect = protection.without_write(protect)
         allows = getattr(alloc.owner, "allows_protect", None)
         if allows is not None and not allows(protect):
             raise EmulatorMemError(
-                f"protection {protect:#x} is incompatible with the section",
+                f"protection {protect:#x} is incompatible with the view",
                 status=C.STATUS_SECTION_PROTECTION,
             )
+        return protect
+
+    def _set_protection(self, alloc: Allocation, first: int, last: int, protect: int) -> None:
+        """Give pages [first, last) ``protect``; copy-on-write pages that already have their
+        private copy get the resolved protection instead (Windows reports PAGE_READWRITE
+        for PAGE_WRITECOPY asked of a written page: it is private already)."""
+        self.space.set_pages(alloc, first, last, protect)
+        if not protection.is_writecopy(protect):
+            return
+        copies = alloc.copied_pages(first, last)
+        if copies:
+            resolved = protection.resolve_writecopy(protect)
+            for index in copies:
+                self.space.set_pages(alloc, index, index + 1, resolved)
 
     # -- host access -------------------------------------------------------------------
     def _spans(self, address: int, size: int) -> Iterator[tuple[Allocation, int, int]]:

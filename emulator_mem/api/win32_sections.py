@@ -2,9 +2,8 @@
 
 Win32 conventions over :mod:`emulator_mem.nt_sections` and :mod:`emulator_mem.writewatch`:
 failures return 0/False (GetWriteWatch/ResetWriteWatch: ``~0``) and set the last error from
-the NTSTATUS. ``MapViewOfFile``'s access → protection rule is kernelbase's: FILE_MAP_WRITE →
-PAGE_READWRITE, else FILE_MAP_COPY → PAGE_WRITECOPY, else FILE_MAP_READ → PAGE_READONLY, else
-PAGE_NOACCESS; FILE_MAP_EXECUTE shifts it to the PAGE_EXECUTE_* twin.
+the NTSTATUS. ``MapViewOfFile``'s access → protection rule is kernelbase's
+(:func:`emulator_mem.windows.protection.file_map_protect`).
 
 File-backed mappings: pass a host path (``str`` or ``os.PathLike``) as ``file_handle``; the
 file is read when the mapping is created and written back when a writable mapping is
@@ -16,9 +15,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..errors import EmulatorMemError
 from ..regions import writewatch
 from ..regions.sections import ACCESS_BASE, HANDLE_ACCESS
 from ..windows import constants as C
+from ..windows import protection
 from . import nt_sections
 
 if TYPE_CHECKING:
@@ -26,21 +27,6 @@ if TYPE_CHECKING:
 
 UINT_FAILURE = 0xFFFFFFFF  # (UINT)-1, what GetWriteWatch/ResetWriteWatch return on failure
 _INVALID_HANDLES = (C.INVALID_HANDLE_VALUE, 0xFFFFFFFF, -1)
-
-
-def view_protect(desired_access: int) -> int:
-    """kernelbase's MapViewOfFileEx: FILE_MAP_* access → the view's PAGE_* protection."""
-    if desired_access & C.FILE_MAP_WRITE:
-        protect = C.PAGE_READWRITE
-    elif desired_access & C.FILE_MAP_COPY:
-        protect = C.PAGE_WRITECOPY
-    elif desired_access & C.FILE_MAP_READ:
-        protect = C.PAGE_READONLY
-    else:
-        protect = C.PAGE_NOACCESS
-    if desired_access & C.FILE_MAP_EXECUTE:
-        protect <<= 4
-    return protect
 
 
 class FileMappingApi:
@@ -121,7 +107,7 @@ class FileMappingApi:
         offset = (offset_high << 32) | offset_low
         status, base, _ = nt_sections.NtMapViewOfSection(
             self.mm, handle, base_address, 0, 0, offset, bytes_to_map, C.ViewShare, 0,
-            view_protect(desired_access),
+            protection.file_map_protect(desired_access),
         )
         if status not in (C.STATUS_SUCCESS, C.STATUS_IMAGE_NOT_AT_BASE):
             self._fail(status)
@@ -144,6 +130,25 @@ class FileMappingApi:
             return False
         self.mm.sections.flush(section)
         return True
+
+    def DuplicateHandle(self, handle: int, desired_access: int, options: int = 0) -> int:  # noqa: N802
+        """DuplicateHandle within the process for a file-mapping handle; the new handle or 0.
+
+        ``options``: DUPLICATE_SAME_ACCESS keeps the source's access (``desired_access`` is
+        ignored), DUPLICATE_CLOSE_SOURCE closes the source.
+        """
+        if options & ~(C.DUPLICATE_SAME_ACCESS | C.DUPLICATE_CLOSE_SOURCE):
+            self._fail(C.STATUS_INVALID_PARAMETER)
+            return 0
+        try:
+            new = self.mm.sections.duplicate(
+                handle, None if options & C.DUPLICATE_SAME_ACCESS else desired_access)
+        except EmulatorMemError as exc:
+            self._fail(exc.status)
+            return 0
+        if options & C.DUPLICATE_CLOSE_SOURCE:
+            self.mm.sections.close(handle)
+        return new
 
     def CloseHandle(self, handle: int) -> bool:  # noqa: N802
         (status,) = nt_sections.NtClose(self.mm, handle)

@@ -278,6 +278,7 @@ class MMU:
         resolved = WRITECOPY_RESOLVED[protect & 0xFF] | (protect & ~0xFF)
         self.space.set_pages(alloc, index, index + 1, resolved)
         if alloc.phys_base == alloc.base:
+            alloc.copied.add(index)
             return alloc.base + (index << 12)
         shared = alloc.phys_base + (index << 12)
         private = self.phys.alloc_page()

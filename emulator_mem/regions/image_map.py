@@ -19,6 +19,7 @@ from ..errors import ConflictingAddressesError, InvalidParameterError, NoMemoryE
 from ..pe.image import ImageExport, ImageImport, ImageLayout, ImageSection, parse_image
 from ..space.address_space import PAGE_SHIFT, Allocation, RegionKind
 from ..windows import constants as C
+from ..windows import protection
 from .host import RegionHost
 from .sections import Section
 
@@ -61,7 +62,9 @@ class MappedImage:
         return None
 
     def allows_protect(self, protect: int) -> bool:
-        return True
+        """Image pages take what PAGE_EXECUTE_WRITECOPY (the allocation's protection) grants;
+        the manager has already turned writable requests into copy-on-write ones."""
+        return protection.within(protect, C.PAGE_EXECUTE_WRITECOPY)
 
 
 class ImageHost(RegionHost, Protocol):

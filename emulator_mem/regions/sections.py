@@ -34,12 +34,14 @@ from ..windows import constants as C
 from ..windows import protection
 from .host import RegionHost
 
-#: section protection -> view protections compatible with it (ReactOS MmCompatibleProtectionMask)
+#: section protection -> view protections compatible with it (ReactOS MmCompatibleProtectionMask,
+#: plus PAGE_EXECUTE_WRITECOPY views of PAGE_EXECUTE_READ sections, which Windows maps:
+#: Wine's test_mapping, FILE_MAP_EXECUTE | FILE_MAP_COPY)
 _RO = C.PAGE_NOACCESS | C.PAGE_READONLY | C.PAGE_WRITECOPY
 COMPATIBLE: dict[int, int] = {
     C.PAGE_READONLY: _RO,
     C.PAGE_EXECUTE: C.PAGE_NOACCESS | C.PAGE_EXECUTE,
-    C.PAGE_EXECUTE_READ: _RO | C.PAGE_EXECUTE | C.PAGE_EXECUTE_READ,
+    C.PAGE_EXECUTE_READ: _RO | C.PAGE_EXECUTE | C.PAGE_EXECUTE_READ | C.PAGE_EXECUTE_WRITECOPY,
     C.PAGE_READWRITE: _RO | C.PAGE_READWRITE,
     C.PAGE_WRITECOPY: _RO,
     C.PAGE_EXECUTE_READWRITE: _RO | C.PAGE_READWRITE | C.PAGE_EXECUTE | C.PAGE_EXECUTE_READ
@@ -71,17 +73,19 @@ def _read_file(path: str) -> bytes:
                            status=C.STATUS_INVALID_FILE_FOR_SECTION) from exc
 
 
+#: view protection -> the handle rights NtMapViewOfSection demands for it (Wine's
+#: test_mapping ``is_compatible_access``: the rights CreateFileMapping grants that protection,
+#: PAGE_EXECUTE like PAGE_EXECUTE_READ, and a PAGE_NOACCESS view still needs SECTION_MAP_READ)
+ACCESS_NEEDED: dict[int, int] = {
+    **HANDLE_ACCESS,
+    C.PAGE_EXECUTE: C.SECTION_MAP_READ | C.SECTION_MAP_EXECUTE,
+    C.PAGE_NOACCESS: C.SECTION_MAP_READ,
+}
+
+
 def access_needed(view_protect: int) -> int:
     """The handle rights NtMapViewOfSection demands for a view protection."""
-    base = view_protect & 0xFF
-    need = 0
-    if base in (C.PAGE_READONLY, C.PAGE_WRITECOPY, C.PAGE_EXECUTE_READ, C.PAGE_EXECUTE_WRITECOPY):
-        need |= C.SECTION_MAP_READ
-    if base in (C.PAGE_READWRITE, C.PAGE_EXECUTE_READWRITE):
-        need |= _MAP_RW
-    if base in protection.EXECUTABLE:
-        need |= C.SECTION_MAP_EXECUTE
-    return need
+    return ACCESS_NEEDED.get(view_protect & 0xFF, C.SECTION_MAP_READ)
 
 
 @dataclass(eq=False)
@@ -122,9 +126,9 @@ class View:
     unmap_only = True  # VirtualFree cannot release it; UnmapViewOfFile can
 
     def allows_protect(self, protect: int) -> bool:
-        """VirtualProtect inside a view is limited by the view's own protection (Wine's
-        test_CreateFileMapping_protection: a FILE_MAP_READ view takes only R and WC)."""
-        return compatible(self.protect, protect)
+        """VirtualProtect / VirtualAlloc(MEM_COMMIT) inside a view: only what the view's own
+        protection grants (:func:`emulator_mem.windows.protection.within`)."""
+        return protection.within(protect, self.protect)
 
 
 class SectionTable:
@@ -216,12 +220,19 @@ class SectionTable:
             raise SectionError(f"no section named {name!r}", status=C.STATUS_OBJECT_NAME_NOT_FOUND)
         return self._new_handle(section, access)
 
-    def _new_handle(self, section: Section, access: int) -> int:
+    def _new_handle(self, section: Section, access: int, *, exact: bool = False) -> int:
         handle = self._next_handle
         self._next_handle += 4
-        self.handles[handle] = (section, access | ACCESS_BASE)
+        self.handles[handle] = (section, access if exact else access | ACCESS_BASE)
         section.handles += 1
         return handle
+
+    def duplicate(self, handle: int, access: int | None = None) -> int:
+        """NtDuplicateObject: a new handle to the same section with exactly ``access``
+        (None: the same access). Wine's test_mapping duplicates with access 0 to get a
+        handle no view can be mapped through."""
+        section, granted = self.lookup(handle)
+        return self._new_handle(section, granted if access is None else access, exact=True)
 
     def lookup(self, handle: int) -> tuple[Section, int]:
         try:
@@ -269,10 +280,6 @@ class SectionTable:
     ) -> tuple[int, int]:
         """Map a view of the section behind ``handle``; returns (base, view size)."""
         section, access = self.lookup(handle)
-        if section.image is not None:
-            return self.map_image(section, address)
-        if section.chunk is None:
-            raise InvalidHandleError("the section has been destroyed")
         protection.check(protect, allow_writecopy=True)
         if protect & ~0xFF:
             raise EmulatorMemError("views take no protection modifiers",
@@ -280,6 +287,10 @@ class SectionTable:
         need = access_needed(protect)
         if need & ~access:
             raise SectionError("the handle does not grant that access", status=C.STATUS_ACCESS_DENIED)
+        if section.image is not None:  # the view protection picks the rights, nothing else
+            return self.map_image(section, address)
+        if section.chunk is None:
+            raise InvalidHandleError("the section has been destroyed")
         view = View(section, offset, protect)
         if not compatible(section.protect, protect):
             raise SectionError(f"view protection {protect:#x} is incompatible with the section",

@@ -77,6 +77,9 @@ class Allocation:
     owner: Any = None  # the section / image / MMIO device / alias source behind it
     private_pages: dict[int, int] | None = None
     alias_count: int = 0  # live map_alias views of this allocation's pages
+    #: pages of an identity-backed image whose copy-on-write was resolved (shared pages
+    #: record theirs in ``private_pages``)
+    copied: set[int] = field(default_factory=set)
     #: written pages a protection change has "latched": they survive a decommit (see
     #: :mod:`emulator_mem.regions.writewatch`); always a subset of ``write_watch``
     watch_latched: set[int] = field(default_factory=set)
@@ -144,6 +147,14 @@ class Allocation:
                 del protects[k]
             k -= 1
 
+    def copied_pages(self, first: int, last: int) -> list[int]:
+        """Pages in [first, last) that already have their private copy-on-write copy."""
+        private = self.private_pages
+        found = [i for i in self.copied if first <= i < last]
+        if private:
+            found += [i for i in private if first <= i < last]
+        return sorted(found)
+
     def all_pages(self, first: int, last: int, predicate: Any) -> bool:
         return all(predicate(p) for _, _, p in self.runs(first, last))
 
@@ -166,6 +177,7 @@ class Allocation:
         if self.write_watch is not None:
             piece.write_watch = {i - first for i in self.write_watch if first <= i < last}
             piece.watch_latched = {i - first for i in self.watch_latched if first <= i < last}
+        piece.copied = {i - first for i in self.copied if first <= i < last}
         return piece
 
     def clone(self) -> Allocation:
@@ -176,7 +188,7 @@ class Allocation:
             None if self.write_watch is None else set(self.write_watch),
             self.name, self.owner,
             None if self.private_pages is None else dict(self.private_pages),
-            self.alias_count, set(self.watch_latched),
+            self.alias_count, set(self.copied), set(self.watch_latched),
         )
 
 

@@ -87,13 +87,62 @@ def resolve_writecopy(protect: int) -> int:
     return WRITECOPY_RESOLVED.get(base, base) | (protect & ~BASE_MASK)
 
 
-def within(requested: int, maximum: int) -> bool:
-    """May a view/page ask for ``requested`` when the object allows at most ``maximum``?
+#: the rights a protection grants when Windows compares a page's protection with its view's
+#: (Wine's ``page_prot_to_access``, dlls/kernel32/tests/virtual.c test_mapping): copy-on-write
+#: counts as read only, PAGE_EXECUTE as read + execute, PAGE_NOACCESS as nothing
+ACCESS_READ = 1
+ACCESS_WRITE = 2
+ACCESS_EXECUTE = 4
+PAGE_ACCESS: dict[int, int] = {
+    C.PAGE_NOACCESS: 0,
+    C.PAGE_READONLY: ACCESS_READ,
+    C.PAGE_WRITECOPY: ACCESS_READ,
+    C.PAGE_READWRITE: ACCESS_READ | ACCESS_WRITE,
+    C.PAGE_EXECUTE: ACCESS_READ | ACCESS_EXECUTE,
+    C.PAGE_EXECUTE_READ: ACCESS_READ | ACCESS_EXECUTE,
+    C.PAGE_EXECUTE_WRITECOPY: ACCESS_READ | ACCESS_EXECUTE,
+    C.PAGE_EXECUTE_READWRITE: ACCESS_READ | ACCESS_WRITE | ACCESS_EXECUTE,
+}
 
-    The rule behind NtMapViewOfSection and VirtualProtect on views: every CPU right asked for
-    must be granted by the maximum; copy-on-write counts as write-capable only where the
-    maximum is writable or copy-on-write.
+#: writable protection -> its copy-on-write twin (Wine's ``map_prot_no_write``)
+WRITE_TO_WRITECOPY: dict[int, int] = {
+    C.PAGE_READWRITE: C.PAGE_WRITECOPY,
+    C.PAGE_EXECUTE_READWRITE: C.PAGE_EXECUTE_WRITECOPY,
+}
+
+
+def within(requested: int, maximum: int) -> bool:
+    """May a page of a view take ``requested`` when the view was mapped ``maximum``?
+
+    Windows' rule for VirtualProtect and VirtualAlloc(MEM_COMMIT) inside views and images
+    (Wine's ``is_compatible_protection``): ``(view_access & prot_access) == prot_access``.
+    So PAGE_NOACCESS fits every view and PAGE_EXECUTE_WRITECOPY fits a PAGE_EXECUTE_READ one.
     """
-    want = cpu_perms(requested)
-    have = cpu_perms(maximum)
-    return want & have == want
+    want = PAGE_ACCESS.get(requested & BASE_MASK, 0)
+    return PAGE_ACCESS.get(maximum & BASE_MASK, 0) & want == want
+
+
+def without_write(protect: int) -> int:
+    """An image page asked to become writable becomes copy-on-write instead (Windows: image
+    pages are shared with every mapping of the image until written)."""
+    base = protect & BASE_MASK
+    return WRITE_TO_WRITECOPY.get(base, base) | (protect & ~BASE_MASK)
+
+
+def file_map_protect(access: int) -> int:
+    """kernelbase's MapViewOfFileEx: the view protection for a FILE_MAP_* access mask.
+
+    ``access &= ~FILE_MAP_EXECUTE``; exactly FILE_MAP_COPY -> WRITECOPY; else FILE_MAP_WRITE
+    -> READWRITE; else FILE_MAP_READ -> READONLY; else NOACCESS; FILE_MAP_EXECUTE selects
+    the PAGE_EXECUTE_* twin (none for NOACCESS). So FILE_MAP_READ | FILE_MAP_COPY is
+    READONLY and FILE_MAP_EXECUTE alone is NOACCESS (Wine's test_mapping table).
+    """
+    execute = bool(access & C.FILE_MAP_EXECUTE)
+    access &= ~C.FILE_MAP_EXECUTE
+    if access == C.FILE_MAP_COPY:
+        return C.PAGE_EXECUTE_WRITECOPY if execute else C.PAGE_WRITECOPY
+    if access & C.FILE_MAP_WRITE:
+        return C.PAGE_EXECUTE_READWRITE if execute else C.PAGE_READWRITE
+    if access & C.FILE_MAP_READ:
+        return C.PAGE_EXECUTE_READ if execute else C.PAGE_READONLY
+    return C.PAGE_NOACCESS
