@@ -13,11 +13,12 @@ CPU permissions of its Windows protection, or refuses — recording the Windows 
   refill makes it writable. Copy-on-write uses the same miss;
 * several virtual pages can translate to one physical page (views, JIT dual mapping).
 
-TLB warm-up: qemu only grows its TLB when it is flushed while well used, so a cold TLB
-misses on every access. The fill hook counts misses and flushes itself at 256, 512, 1024…
-misses, which lets the TLB double each time (measured: a 16k-page loop is warm after six
-flushes; flushing from inside the fill hook is safe because qemu re-reads the entry after
-``tlb_fill``).
+TLB warm-up: qemu only grows its TLB when it is flushed while more than 70% of it is in
+use, so a cold TLB misses on every access. The fill hook counts misses and flushes itself
+just past that mark (181 misses for qemu's initial 256 entries, then 360, 718, …), which
+lets the TLB double each time (flushing from inside the fill hook is safe because qemu
+re-reads the entry after ``tlb_fill``). A cold working set costs ~2.4 misses a page in all
+(~3 when flushing at 100%, as round one did); the size survives rollbacks.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from typing import Any
 
 from unicorn import (
     UC_ERR_EXCEPTION,
-    UC_HOOK_TLB_FILL,
     UC_MODE_64,
     UC_TLB_VIRTUAL,
     Uc,
@@ -41,14 +41,25 @@ from ..windows import constants as C
 from ..windows.protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
 from .fetchtrap import FetchTrap
+from .fillhook import add_fill_hook
 from .physmem import DirtyLog, PhysicalMemory
 
 UC_MEM_WRITE = 17
 UC_MEM_FETCH = 18
 NEED = {16: 1, 17: 2, 18: 4}  # TLB access code -> UC_PROT bit needed
 GUARD = C.PAGE_GUARD
-FIRST_GROWTH_FLUSH = 256
-MAX_GROWTH_FLUSH = 1 << 22
+FIRST_TLB_SIZE = 256  # qemu's CPU_TLB_DYN_DEFAULT_BITS
+MAX_TLB_SIZE = 1 << 22  # CPU_TLB_DYN_MAX_BITS on 64-bit hosts
+
+
+def growth_mark(tlb_size: int) -> int:
+    """Misses after which a flush makes qemu double a TLB of ``tlb_size`` entries.
+
+    qemu's ``tlb_mmu_resize_locked`` doubles the table when the entries used since the last
+    flush exceed 70% of it. Every entry dropped by the flush misses again, so flush as soon
+    as that is true: cold pages then miss ~1.7 times each instead of ~3.
+    """
+    return tlb_size * 7 // 10 + 2
 
 
 
@@ -65,13 +76,14 @@ class MMU:
         self.misses = 0
         self.flushes = 0
         self._since_flush = 0
-        self._grow_at = FIRST_GROWTH_FLUSH
+        self._tlb_size = FIRST_TLB_SIZE  # what qemu's TLB has grown to, as far as we know
+        self._grow_at = growth_mark(FIRST_TLB_SIZE)
         #: called with the exception when a fault is recorded (runners use it for guard
         #: page stack growth); must not touch Unicorn
         self.on_fault: Callable[[Fault], None] | None = None
         self.pc_reg = UC_X86_REG_RIP if uc.ctl_get_mode() & UC_MODE_64 else UC_X86_REG_EIP
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        self._hook = uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        self._hook = add_fill_hook(uc, self._fill)
         self.until: int | None = None
         self._forced: dict[int, int] | None = None  # see invalidate_code
         phys.on_code_write = self.invalidate_code
@@ -86,7 +98,7 @@ class MMU:
         self.flushes += 1
         self._since_flush = 0
 
-    def _fill(self, uc: Uc, vaddr: int, access: int, entry: Any, _data: Any) -> bool:
+    def _fill(self, vaddr: int, access: int, entry: Any) -> bool:
         forced = self._forced
         if forced is not None and vaddr >> 12 in forced:
             entry.paddr = forced[vaddr >> 12]
@@ -95,10 +107,13 @@ class MMU:
         self.misses += 1
         self._since_flush += 1
         if self._since_flush >= self._grow_at:
-            # let qemu see a busy TLB at flush time so it doubles its size
-            uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+            # let qemu see a busy TLB at flush time so it doubles its size: it grows when
+            # more than 70% of the entries were used since the last flush, so flushing just
+            # past that mark (not when full) costs the fewest re-misses
+            self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
             self._since_flush = 0
-            self._grow_at = min(self._grow_at * 2, MAX_GROWTH_FLUSH)
+            self._tlb_size = min(self._tlb_size * 2, MAX_TLB_SIZE)
+            self._grow_at = growth_mark(self._tlb_size)
         alloc = self.space.find(vaddr)
         if alloc is None:
             if self.trap.is_marker(vaddr):
@@ -163,7 +178,7 @@ class MMU:
         if any((p << 12) >= self.phys.identity_end for p in pages):
             uc.ctl_flush_tb()
         else:
-            uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+            self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
             self._forced = {p: p << 12 for p in pages}
             try:
                 for p in pages:
@@ -187,7 +202,12 @@ class MMU:
             try:
                 try:
                     original(begin, until, timeout, count)
-                except UcError:
+                except UcError as err:
+                    kept = getattr(uc, "_hook_exception", None)
+                    if kept is not None:
+                        # a hook (ours, or on_fault's callback) raised and the refused
+                        # access then failed the run: the cause, not UC_ERR_EXCEPTION
+                        raise kept from err
                     if self.trap.straddle is None:
                         raise
                     self._finish_straddle(original)
@@ -246,7 +266,10 @@ class MMU:
             return True
         if alloc.kind is RegionKind.MMIO:
             return False
-        return any(ppn not in log.pages for log in self.logs)
+        for log in self.logs:  # a loop, not any(): this runs on every cold miss
+            if ppn not in log.pages:
+                return True
+        return False
 
     def note_page_write(self, alloc: Allocation, index: int, ppn: int) -> None:
         """Record that the guest is writing page ``index`` of ``alloc`` (physical ``ppn``).
