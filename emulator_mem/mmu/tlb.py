@@ -204,7 +204,7 @@ class MMU:
                     original(begin, until, timeout, count)
                 except UcError as err:
                     kept = getattr(uc, "_hook_exception", None)
-                    if kept is not None:
+                    if kept is not None and kept is not err:
                         # a hook (ours, or on_fault's callback) raised and the refused
                         # access then failed the run: the cause, not UC_ERR_EXCEPTION
                         raise kept from err
