@@ -28,7 +28,7 @@ from samples import build  # noqa: E402
 
 NAMES = build.sample_names()
 REQUIRED = {"hello32", "hello64", "vmem64", "unpack32", "stack32", "section32", "watch64", "uart64",
-            "heap64", "crash32"}
+            "heap64", "crash32", "guard64", "seh32", "reprotect32"}
 _PLAIN: dict[str, tuple[bytes, int | None, int]] = {}
 
 

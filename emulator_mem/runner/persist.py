@@ -3,8 +3,10 @@
 ``save_snapshot``/``load_snapshot`` restore memory and registers. What else a process needs
 is small: where the TEB/PEB/stack/heap/stubs are, which function each stub slot stands for,
 the MMIO devices and their state, the console output so far, the instruction count and exit
-state. The heap needs nothing extra (its headers are in guest memory, :mod:`.heap`), the last
-error lives in TEB.LastErrorValue, and the console handles are constants.
+state, and the exception dispatcher's (vectored handlers, the unhandled filter, dispatches
+in progress — a snapshot taken inside a handler resumes there). The heap needs nothing
+extra (its headers are in guest memory, :mod:`.heap`), the last error lives in
+TEB.LastErrorValue, and the console handles are constants.
 
 That state travels in the snapshot file itself, as the JSON *extra* named
 ``"emulator-mem.runner"`` (``save_snapshot(..., extras=)``): covered by the file's checksum,
@@ -33,6 +35,7 @@ from .api import ApiSpec
 from .console import Console, Sink
 from .devices import device_objects
 from .environment import ThreadEnvironment
+from .exceptions import ExceptionDispatcher
 from .guest import DeviceRecord, GuestProcess
 from .heap import ProcessHeap
 from .report import GuestException
@@ -49,6 +52,7 @@ class SavedProcess(GuestProcess, Protocol):
     instructions: int
     exit_code: int | None
     exception: GuestException | None
+    exceptions: ExceptionDispatcher
 
     def dispatch(self, spec: ApiSpec) -> None:
         """Run the handler of the stub the CPU reached (installed on the stub hook)."""
@@ -83,6 +87,7 @@ def runner_state(process: SavedProcess) -> dict[str, Any]:
         "instructions": process.instructions,
         "exit_code": process.exit_code,
         "exception": None if process.exception is None else process.exception.to_json(),
+        "exceptions": process.exceptions.to_json(),
     }
 
 
@@ -144,6 +149,7 @@ def restore_state(process: SavedProcess, state: dict[str, Any], module: Any, dev
         process.exception = GuestException(
             exc["code"], exc["address"], list(exc["information"]), exc["instruction"],
             exc["location"], dict(exc["registers"]), mm.is_64bit)
+    process.exceptions.restore(state.get("exceptions", {}))
     process.k32.SetLastError(process.env.load_last_error(mm))
 
 

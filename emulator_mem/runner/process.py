@@ -11,7 +11,10 @@ boundaries are where progress is reported, the instruction limit ends the run an
 snapshot is taken. A refused translation comes back as an ``UcError`` with the fault kept by
 the MMU (``mm.take_fault()``): a guard-page hit inside the stack grows the stack and the
 faulting instruction is restarted (the PC still points at it); anything else is an
-unhandled exception that ends the process with its code, like Windows.
+exception delivered to the guest's own handlers (:mod:`.exceptions`: vectored handlers, SEH,
+the unhandled filter), and only if none handles it does the process end with its code, as
+on Windows. ``hlt`` (a privileged instruction in user mode) raises
+STATUS_PRIVILEGED_INSTRUCTION the same way.
 
 Instruction counts are exact for chunks that run to their count, so a run stopped by
 ``max_instructions`` or a snapshot taken at N happens exactly there. Unicorn does not say
@@ -19,9 +22,13 @@ how many instructions an interrupted ``emu_start`` executed: a chunk cut short b
 stack-growth fault is restarted with its whole budget again (the limit can be exceeded by
 the instructions run before such faults), and the chunk in which the process exits counts
 in full, so the total of a finished run is an upper bound, precise to ``chunk``.
+Each exception delivered to the guest counts as one instruction (Unicorn does not say how
+many ran before the fault), so a guest that faults forever still reaches ``max_instructions``.
 
-Known gap: ``hlt`` makes Unicorn return as if the chunk had ended, so it acts as a no-op
-instead of raising STATUS_PRIVILEGED_INSTRUCTION as it would in user mode on Windows.
+``hlt`` makes Unicorn return as if the chunk had ended, with the PC after it; a chunk that
+ends early right after a 0xF4 byte is taken for a ``hlt``. A chunk that runs exactly to its
+count behind an instruction whose *last* byte is 0xF4 would be mistaken for one — Unicorn
+does not say why ``emu_start`` returned.
 """
 
 from __future__ import annotations
@@ -48,12 +55,15 @@ from .abi import Abi
 from .api import DATA_IMPORTS, ApiCall, ApiSpec, DataResolver, lookup
 from .console import Console, Sink
 from .environment import ThreadEnvironment
+from .exceptions import NESTED_STUB, RETURN_STUB, ExceptionDispatcher
 from .guest import DeviceRecord
 from .heap import ProcessHeap
 from .persist import load_process, save_process
 from .plugins import HookHandle, install_plugin
 from .report import GuestException
-from .stubs import EXIT_SPEC, StubTable
+from .stubs import EXIT_SPEC, RUNNER_DLL, StubTable
+
+HLT = 0xF4
 
 DEFAULT_CHUNK = 1_000_000  # instructions per emu_start
 DEFAULT_PROGRESS = 50_000_000
@@ -97,6 +107,8 @@ class Process:
         #: a text stream that receives one line per API call (``--trace``), or None
         self.api_trace: IO[str] | None = None
         self._interrupt: int | None = None
+        #: vectored handlers, the unhandled filter and the exceptions being dispatched
+        self.exceptions = ExceptionDispatcher(self)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
 
     # -- construction ------------------------------------------------------------------
@@ -152,6 +164,10 @@ class Process:
                 missing.append(f"{imp.dll}!{label}")
             elif spec not in apis:
                 apis.append(spec)
+        for own in (RETURN_STUB, NESTED_STUB):  # the exception dispatcher's own slots
+            spec = lookup(RUNNER_DLL, own)
+            if spec is not None:
+                apis.append(spec)
         if missing:
             raise UnresolvedImportError(
                 f"{self.image_name}: no implementation for {', '.join(missing)} "
@@ -181,6 +197,11 @@ class Process:
             uc.reg_write(abi.sp_reg, sp)
             uc.reg_write(X.UC_X86_REG_EAX, self.entry_point)
             uc.reg_write(X.UC_X86_REG_EBX, env.peb)
+        # the FPU/SSE state of a new Windows thread: FNINIT's control word 0x27F (53-bit
+        # precision as Windows sets it), every x87 register empty, MXCSR with all exceptions masked
+        uc.reg_write(X.UC_X86_REG_FPCW, 0x27F)
+        uc.reg_write(X.UC_X86_REG_FPTAG, 0xFFFF)
+        uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)
         uc.reg_write(abi.pc_reg, self.entry_point)
 
     def _require_env(self) -> ThreadEnvironment:
@@ -215,6 +236,21 @@ class Process:
     def terminate(self, exit_code: int) -> None:
         """ExitProcess: record the exit code and stop the CPU (from inside a hook)."""
         self.exit_code = exit_code & 0xFFFFFFFF
+        self.uc.emu_stop()
+
+    def runner_stub(self, name: str) -> int:
+        """The address of one of the runner's own stub slots (``<runner>!name``)."""
+        spec = lookup(RUNNER_DLL, name)
+        try:
+            if spec is not None:
+                return self._require_stubs().address_of(spec)
+        except KeyError:
+            pass
+        raise RunnerError(f"this process has no {RUNNER_DLL}!{name} slot (a snapshot from an older runner?)")
+
+    def end_with_exception(self, code: int, information: list[int], address: int) -> None:
+        """An exception nobody handled: report it, end the process, stop the CPU if running."""
+        self._die(code, information, address=address)
         self.uc.emu_stop()
 
     def _on_interrupt(self, uc: Uc, vector: int, _data: Any) -> None:
@@ -280,39 +316,60 @@ class Process:
         try:
             self.uc.emu_start(pc, stubs.sentinel, count=budget)
         except UcError as err:
-            self._stopped_by_error(err)
-            return 0 if self.exit_code is None else budget
+            delivered = self._stopped_by_error(err)
+            return budget if self.exit_code is not None else int(delivered)
         if self._interrupt is not None:
             self._stopped_by_interrupt(self._interrupt)
-        elif self.exit_code is None and self.abi.pc(self.uc) == stubs.sentinel:
+            return budget if self.exit_code is not None else 1
+        if self.exit_code is None and self.abi.pc(self.uc) == stubs.sentinel:
             self._die(C.STATUS_ACCESS_VIOLATION, [8, stubs.sentinel])
+        elif self.exit_code is None and self._halted():
+            pc = self.abi.pc(self.uc) - 1
+            self.uc.reg_write(self.abi.pc_reg, pc)
+            self.exceptions.raise_exception(C.STATUS_PRIVILEGED_INSTRUCTION, [], pc)
+            return 1
         return budget
 
-    def _stopped_by_error(self, err: UcError) -> None:
+    def _halted(self) -> bool:
+        """Did the chunk end on a ``hlt``? (see the module docstring for the one ambiguity)"""
+        pc = self.abi.pc(self.uc)
+        return self.mm.try_read(pc - 1, 1) == bytes([HLT])
+
+    def _stopped_by_error(self, err: UcError) -> bool:
+        """Handle a stop by error; True when an exception was delivered to the guest."""
         fault = self.mm.take_fault()
+        pc = self.abi.pc(self.uc)
         if self._interrupt is not None:
             self._stopped_by_interrupt(self._interrupt)
-            return
+            return True
         if fault is None:
-            if err.errno == UC_ERR_INSN_INVALID:
-                self._die(C.STATUS_ILLEGAL_INSTRUCTION)
-            else:
-                self._die(C.STATUS_PRIVILEGED_INSTRUCTION)
-            return
+            illegal = err.errno == UC_ERR_INSN_INVALID
+            code = C.STATUS_ILLEGAL_INSTRUCTION if illegal else C.STATUS_PRIVILEGED_INSTRUCTION
+            self.exceptions.raise_exception(code, [], pc)
+            return True
         env = self._require_env()
         if fault.is_guard_page and env.in_stack(fault.address):
+            # the kernel grows the stack; no handler sees this guard page
             status = env.grow_stack(self.mm, fault)
-            if status is not None:
-                self._die(status, [fault.access, fault.address])
-            return
-        self._die(fault.status, [fault.access, fault.address])
+            if status is None:
+                return False
+            self.exceptions.raise_exception(status, [fault.access, fault.address], pc)
+            return True
+        self.exceptions.raise_exception(fault.status, [fault.access, fault.address], pc)
+        return True
 
     def _stopped_by_interrupt(self, vector: int) -> None:
         status = report.VECTOR_STATUS.get(vector, C.STATUS_ACCESS_VIOLATION)
         pc = self.abi.pc(self.uc)
-        address = pc - 1 if status == C.STATUS_BREAKPOINT else pc  # int3 traps after itself
-        info = [0, 0xFFFFFFFF if not self.mm.is_64bit else (1 << 64) - 1] if vector == 13 else []
-        self._die(status, info, address=address)
+        if status == C.STATUS_BREAKPOINT:  # int3 traps after itself; Windows reports it at itself
+            pc -= 1
+            self.uc.reg_write(self.abi.pc_reg, pc)
+        info: list[int] = []
+        if vector == 13:  # #GP: an access violation reading the highest address
+            info = [0, 0xFFFFFFFF if not self.mm.is_64bit else (1 << 64) - 1]
+        elif status == C.STATUS_BREAKPOINT:
+            info = [0]  # BREAKPOINT_BREAK
+        self.exceptions.raise_exception(status, info, pc)
 
     def _die(self, code: int, information: list[int] | None = None, *, address: int | None = None) -> None:
         """An unhandled exception: report it and end the process with its code."""
