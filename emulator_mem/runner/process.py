@@ -1,7 +1,8 @@
 """A Windows-like process around one PE image: load it, run it, report how it ended.
 
 :meth:`Process.load` maps the image with ``mm.map_image`` and builds what a Windows process
-has before its entry point runs: the process heap, PEB and TEB, a stack with a guard page,
+has before its entry point runs: KUSER_SHARED_DATA at 0x7FFE0000
+(:mod:`emulator_mem.runner.shared_data`), the process heap, PEB and TEB, a stack with a guard page,
 FS/GS pointing at the TEB, and an import address table whose slots point at API stubs
 (:mod:`emulator_mem.runner.stubs`). An import without an implementation fails the load with
 :class:`~emulator_mem.errors.UnresolvedImportError` naming every missing ``DLL!function``.
@@ -50,7 +51,7 @@ from ..regions.image_map import map_layout
 from ..windows import constants as C
 from . import devices as _devices  # noqa: F401  (registers devices.dll)
 from . import kernel32 as _kernel32  # noqa: F401  (registers the built-in handlers)
-from . import report
+from . import report, shared_data
 from .abi import Abi
 from .api import DATA_IMPORTS, ApiCall, ApiSpec, DataResolver, lookup
 from .console import Console, Sink
@@ -126,6 +127,7 @@ class Process:
         uc = Uc(UC_ARCH_X86, UC_MODE_64 if layout.is_64bit else UC_MODE_32)
         mm = MemoryManager(uc)
         process = cls(uc, mm, Console(stdout, stderr))
+        shared_data.create(mm)  # first: on 32-bit, MEM_TOP_DOWN then lands below it
         base = map_layout(mm, layout, base, name)
         mapped = mm.images[base]
         process.image_name, process.image_base, process.entry_point = name, base, mapped.entry_point
@@ -313,6 +315,7 @@ class Process:
             self._die(C.STATUS_ACCESS_VIOLATION, [8, pc])
             return 0
         self._interrupt = None
+        shared_data.refresh(self.mm, self.instructions)
         try:
             self.uc.emu_start(pc, stubs.sentinel, count=budget)
         except UcError as err:
