@@ -137,3 +137,9 @@ class PEWriterError(EmulatorMemError, ValueError):
 
 class UndeclaredImportError(PEWriterError, KeyError):
     """An IAT slot asked for a DLL!function that ``add_imports`` did not declare."""
+
+
+class BatchError(EmulatorMemError):
+    """A batch of runs cannot be set up or one of its jobs cannot be prepared (bad input
+    location, unreadable target, unknown backend, Ray missing). Inside a batch such an error
+    becomes that job's ``error`` result; only a batch that cannot start raises it."""

@@ -18,6 +18,9 @@ A leading block of ``; key: value`` comment lines configures the build:
     Append ``samples/src/lib32.inc`` (same format: its imports, code and data merge in).
 ``; exit: 0xC0000005``
     The exit code the sample is expected to end with (tests and ``make demo`` read it).
+``; export: input input_len``
+    Export these data items by name (``parse32.exe!input``), e.g. for a batch harness to
+    find the input buffer: ``emulator-mem batch --input-at parse32.exe!input``.
 
 Then sections, each opened by a ``section`` line:
 
@@ -55,7 +58,7 @@ from pathlib import Path
 from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks, KsError
 
 from emulator_mem import constants as C
-from emulator_mem.pe.writer import SCN_CODE, SCN_DATA, SCN_RDATA, PEWriter
+from emulator_mem.pe.writer import SCN_CODE, SCN_DATA, SCN_RDATA, ExportSpec, PEWriter
 
 ROOT = Path(__file__).resolve().parent
 SRC = ROOT / "src"
@@ -97,6 +100,7 @@ class SampleSource:
     includes: list[str] = field(default_factory=list)
     exit_code: int = 0
     stack_reserve: int = 0x100000
+    exports: list[str] = field(default_factory=list)  # data labels exported by name
 
     def add_import(self, dll: str, func: str) -> None:
         funcs = self.imports.setdefault(dll.lower(), [])
@@ -191,6 +195,8 @@ def _directive(source: SampleSource, body: str, where: str, src_dir: Path, *, to
         source.exit_code = int(value, 0)
     elif key == "stack" and top:
         source.stack_reserve = int(value, 0)
+    elif key == "export" and top:
+        source.exports.extend(value.split())
 
 
 def _parse_values(text: str, where: str) -> list[int | str | bytes]:
@@ -369,6 +375,12 @@ def build(source: SampleSource) -> bytes:
         sec = writer.add_section(".data", SCN_DATA, size=len(data_blob))
         rvas.update({f"__data_{k}": sec.rva + v for k, v in data_off.items()})
         sections.append((sec, data_blob, source.data, data_off))
+    if source.exports:
+        missing = [label for label in source.exports if f"__data_{label}" not in rvas]
+        if missing:
+            raise BuildError(f"{where}: export of unknown data item {', '.join(missing)}")
+        writer.add_exports(Path(where).stem + ".exe",
+                           [ExportSpec(label, rvas[f"__data_{label}"]) for label in source.exports])
     if source.imports:
         writer.add_imports({dll: list(funcs) for dll, funcs in source.imports.items()})
         for funcs in source.imports.values():
