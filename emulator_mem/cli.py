@@ -5,6 +5,8 @@
     emulator-mem run --resume F [same options]
     emulator-mem vmmap FILE|SNAPSHOT [--json] [--free] [--run] [--max-instructions N]
     emulator-mem snapshot info FILE [--json]
+    emulator-mem batch PROGRAM... | --snapshot S --inputs DIR --input-at LOC [--workers N]
+                       [--backend local|ray] [--out results.jsonl]   (see emulator_mem.batch.command)
 
 ``run`` prints the payload's console output as it is written, then how the process ended
 (an unhandled exception is reported like Windows reports it) on standard output; API
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .batch import command as batch_command
 from .errors import EmulatorMemError
 from .report import vmmap
 from .runner import Process, RunResult
@@ -231,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_snapshot_info)
+
+    batch_command.add_parser(sub, _int)
     return parser
 
 

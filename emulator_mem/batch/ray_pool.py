@@ -39,6 +39,7 @@ from .worker import WorkerSession, import_modules, read_target
 
 CALLS_IN_FLIGHT = 2
 MAX_CHUNK = 16
+MAX_STARTUP_FAILURES = 3
 
 
 def ray_module() -> Any:
@@ -90,7 +91,9 @@ class _Call:
 @dataclass(slots=True)
 class _Actor:
     handle: Any
+    ready: Any  # the ref of its pid() call: done once the actor process is up
     calls: deque[_Call] = field(default_factory=deque)
+    started: bool = False  # ready has come back; deadlines count from then
 
 
 class RayPool:
@@ -112,6 +115,7 @@ class RayPool:
         self.startup_seconds = 0.0
         self._targets: dict[str, Any] = {}  # target path -> ObjectRef, or BatchError text
         self._actor_class: Any = None
+        self._startup_failures = 0
 
     def _init(self) -> bool:
         """Connect to (or start) Ray; True when this pool started it and must shut it down."""
@@ -131,7 +135,8 @@ class RayPool:
     def _new_actor(self) -> _Actor:
         if self._actor_class is None:
             self._actor_class = self.ray.remote(num_cpus=1, max_restarts=0)(BatchActor)
-        return _Actor(self._actor_class.remote(self.fresh, self.imports))
+        handle = self._actor_class.remote(self.fresh, self.imports)
+        return _Actor(handle, handle.pid.remote())
 
     def _ref_for(self, target: str) -> Any:
         ref = self._targets.get(target)
@@ -169,8 +174,9 @@ class RayPool:
             refs[job.target] = ref
         if not runnable:
             return
-        call = _Call(actor.handle.run.remote(runnable, refs), runnable, single)
-        if not actor.calls:
+        # a call of one job is its own culprit: no retry needed to tell whose failure it is
+        call = _Call(actor.handle.run.remote(runnable, refs), runnable, single or len(runnable) == 1)
+        if not actor.calls and actor.started:
             call.started = time.monotonic()
         actor.calls.append(call)
 
@@ -192,10 +198,17 @@ class RayPool:
                 return
             if not pending:
                 continue
+            starting = {a.ready: a for a in actors if not a.started and a.calls}
             deadlines = [d for d in (self._deadline(a) for a in actors) if d is not None]
             timeout = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            done, _ = ray.wait([*pending, *starting], num_returns=1, timeout=timeout)
             for ref in done:
+                if ref in starting:  # the actor is up: its first call's clock starts now
+                    actor = starting[ref]
+                    self._check_started(ref)
+                    actor.started = True
+                    actor.calls[0].started = time.monotonic()
+                    continue
                 actor = pending[ref]
                 call = actor.calls.popleft()
                 if actor.calls:
@@ -214,8 +227,19 @@ class RayPool:
                     call = actor.calls.popleft()
                     self._lost(actors, actor, call, singles, feed, emit, "", True)
 
+    def _check_started(self, ready: Any) -> None:
+        """An actor that dies while it starts never ran a job; several in a row end the batch."""
+        try:
+            self.ray.get(ready)
+        except self.ray.exceptions.RayError as exc:
+            self._startup_failures += 1
+            if self._startup_failures >= MAX_STARTUP_FAILURES:
+                raise BatchError(f"Ray actors die while starting: {str(exc).splitlines()[0]}") from None
+            return
+        self._startup_failures = 0
+
     def _deadline(self, actor: _Actor) -> float | None:
-        if not actor.calls:
+        if not actor.calls or not actor.started:
             return None
         call = actor.calls[0]
         allowed = hard_deadline(call.jobs, self.grace)

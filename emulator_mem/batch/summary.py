@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import IO, Any
 
 from tqdm import tqdm
@@ -32,7 +33,7 @@ class CrashBucket:
     instruction: str
     jobs: int
     first_job: int
-    first_input: str | None
+    first_input: str  # the input's name, or the target's for a job without input
 
 
 class Summary:
@@ -57,13 +58,14 @@ class Summary:
             self.crashes += 1
             key = (exc.code, exc.location)
             bucket = self.buckets.get(key)
+            label = result.input if result.input is not None else PurePath(result.target).name
             if bucket is None:
                 self.buckets[key] = CrashBucket(exc.code, exc.name, exc.location, exc.instruction, 1,
-                                                result.job, result.input)
+                                                result.job, label)
             else:
                 bucket.jobs += 1
                 if result.job < bucket.first_job:
-                    bucket.first_job, bucket.first_input = result.job, result.input
+                    bucket.first_job, bucket.first_input = result.job, label
             return
         if result.outcome == "worker-crashed":
             self.crashes += 1
@@ -91,7 +93,7 @@ class Summary:
         buckets = self.sorted_buckets()
         lines.append(f"unique crashes: {len(buckets)}")
         for b in buckets:
-            first = f"{b.first_input} (job {b.first_job})" if b.first_input else f"job {b.first_job}"
+            first = f"{b.first_input} (job {b.first_job})"
             lines.append(f"  {b.code:#010x} {b.name:<32} {b.location or '?':<24} {b.jobs:>6} jobs"
                          f"  first: {first}  [{b.instruction}]")
         lines.append("other outcomes:")

@@ -30,7 +30,7 @@ from pathlib import Path
 from unicorn import x86_const as X
 
 from ..errors import BatchError, EmulatorMemError
-from ..mmu import DirtyLog
+from ..mmu.physmem import DirtyLog
 from ..runner import Process
 from ..runner.process import DEFAULT_CHUNK
 from .jobs import InputSpec, Job, Location
