@@ -33,6 +33,17 @@ demo: $(STAMP)
 		--snapshot-out build/stack32.snap > /dev/null
 	@$(PY) -m emulator_mem.cli snapshot info build/stack32.snap
 	@$(PY) -m emulator_mem.cli run --resume build/stack32.snap
+	@echo; echo "=== batch: every sample at once, 2 local workers"
+	@$(PY) -m emulator_mem.cli batch samples/bin/*.exe --workers 2 --out build/samples.jsonl
+	@echo; echo "=== batch: parse32 snapshotted where it reads its input, 40 generated inputs, 2 workers"
+	@rm -rf build/corpus && $(PY) samples/corpus.py build/corpus
+	@$(PY) -m emulator_mem.cli run samples/bin/parse32.exe --max-instructions 15 --snapshot-at 15 \
+		--snapshot-out build/parse32.snap > /dev/null; [ $$? -eq 3 ]
+	@$(PY) -m emulator_mem.cli batch --snapshot build/parse32.snap --inputs build/corpus \
+		--input-at 'parse32.exe!input' --input-len-at 'parse32.exe!input_len' --input-max 4096 \
+		--timeout 10 --workers 2 --out build/parse32.jsonl
+	@echo "one of the inputs that reach the bug:"
+	@grep -m1 '"outcome":"exception"' build/parse32.jsonl
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -144,6 +144,13 @@ def section_allocators(alloc: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def section_batch(batch: dict[str, Any] | None) -> list[str]:
+    out = ["## 6. Batch: many inputs through one snapshot (local pool, Ray)", ""]
+    if batch is None:
+        return out + ["(not run)", ""]
+    return out + list(batch["markdown"]) + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="run every benchmark, write RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -166,6 +173,8 @@ def main() -> None:
         print("snapshots...", flush=True)
         takes_quick = "quick" in snap_mod.run.__code__.co_varnames
         snap = snap_mod.run(quick=args.quick) if takes_quick else snap_mod.run()
+    print("batch (local pool, Ray)...", flush=True)
+    batch = importlib.import_module("bench_batch").run(quick=args.quick)
     peers: list[dict[str, Any]] = []
     if not args.no_peers:
         import peer_envs
@@ -183,6 +192,7 @@ def main() -> None:
     lines += section_snapshot(snap)
     lines += section_mapped(mapped)
     lines += section_allocators(alloc)
+    lines += section_batch(batch)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {args.out}")

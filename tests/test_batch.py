@@ -33,6 +33,8 @@ from emulator_mem.batch import (
     run_batch,
 )
 from emulator_mem.batch.result import ExceptionInfo
+from emulator_mem.runner import Process
+from emulator_mem.runner.report import disassemble
 from samples import build
 from samples.corpus import write_corpus
 from tests.batch_helpers import (
@@ -75,8 +77,18 @@ def snapshot_jobs(snapshot: Path, corpus: list[Path]) -> list[Job]:
 
 
 # -- the fast path -------------------------------------------------------------------------
+def test_parse32_snapshot_is_taken_where_the_parser_reads_its_input(snapshot: Path) -> None:
+    process = Process.resume(snapshot)
+    input_address = process.mm.images[process.image_base].export_address("input")
+    assert input_address is not None
+    pc = process.abi.pc(process.uc)
+    assert disassemble(process.mm, pc) == f"mov esi, {input_address:#x}"
+
+
+
 def test_rollback_gives_the_results_of_fresh_snapshot_loads(snapshot: Path, corpus: list[Path]) -> None:
     jobs = snapshot_jobs(snapshot, corpus)
+    jobs.insert(5, Job(len(jobs), str(snapshot), "snapshot", "empty", None, b"", SPEC))
     fast = WorkerSession()
     fresh = WorkerSession(fresh=True)
     rolled = [fast.run(job).comparable() for job in jobs]

@@ -3,8 +3,11 @@
 Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies the whole
 pool is broken, and a task that hangs cannot be cancelled. A batch must survive both, so
 each worker here is a plain :mod:`multiprocessing` process with its own pipe. The driver
-keeps :data:`IN_FLIGHT` jobs queued per worker (so a worker never waits for the driver),
-and waits on the pipes and the process sentinels together:
+sends jobs in chunks (several per message: one message per job costs a context switch per
+job, which on a busy machine is milliseconds) and keeps two chunks queued per worker, so a
+worker never waits for the driver; the worker answers each job on its own, so progress,
+timeouts and blame stay per job. The driver waits on the pipes and the process sentinels
+together:
 
 * a result arrives — it is emitted, the next queued job counts as started;
 * a worker dies — the job it was running is reported ``worker-crashed`` (with the signal
@@ -14,17 +17,25 @@ and waits on the pipes and the process sentinels together:
   between instruction slices, so this means the worker hangs) — the worker is killed, the
   job reported ``timeout``, and the rest handled as for a crash.
 
+Sends happen on a small thread per worker: a chunk with large inputs can fill the pipe,
+and a driver blocked in ``send`` while that worker is blocked sending results would be a
+deadlock; with its own sender the driver's loop always keeps reading.
+
 Workers start with the ``forkserver`` method where it exists (a clean, single-threaded
-parent to fork from, with the package preloaded; ``fork`` from a driver that runs threads,
-such as the progress bar's, is unsafe) and ignore SIGINT: Ctrl-C reaches the whole process
-group, and only the driver decides what to do with it (stop, keep the results so far).
+parent to fork from, with the package preloaded; ``fork`` from a driver that runs threads
+is unsafe) and ignore SIGINT: Ctrl-C reaches the whole process group, and only the driver
+decides what to do with it (stop, keep the results so far). As with any multiprocessing
+code, a script that calls :func:`~emulator_mem.batch.run_batch` needs the
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,7 +48,8 @@ from .jobs import Job
 from .result import Result, failed
 from .worker import WorkerSession, import_modules
 
-IN_FLIGHT = 2  # jobs queued per worker
+CHUNKS_IN_FLIGHT = 2  # chunks queued per worker
+MAX_CHUNK = 16  # jobs per message
 MAX_IDLE_DEATHS = 3  # workers that die before they are ready, in a row: something is wrong with them
 READY = "ready"  # a worker's first message: it imported everything and waits for jobs
 _PRELOAD = ["emulator_mem.batch.worker"]
@@ -59,12 +71,26 @@ def _worker_main(conn: Connection, fresh: bool, imports: tuple[str, ...]) -> Non
     conn.send(READY)
     while True:
         try:
-            job = conn.recv()
+            jobs = conn.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if jobs is None:
             return
-        conn.send(session.run(job))
+        for job in jobs:
+            conn.send(session.run(job))
+
+
+def _sender(conn: Connection, outbox: queue.SimpleQueue[list[Job] | None], broken: threading.Event) -> None:
+    """Send what the driver queues for one worker (see the module docstring for why a thread)."""
+    while True:
+        item = outbox.get()
+        try:
+            conn.send(item)
+        except OSError:
+            broken.set()
+            return
+        if item is None:
+            return
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -84,22 +110,30 @@ def describe_exit(exitcode: int | None) -> str:
 class _Worker:
     process: Any
     conn: Connection
-    queue: deque[Job] = field(default_factory=deque)
+    outbox: queue.SimpleQueue[list[Job] | None] = field(default_factory=queue.SimpleQueue)
+    broken: threading.Event = field(default_factory=threading.Event)  # the pipe refused a send
+    queue: deque[Job] = field(default_factory=deque)  # sent, not answered yet
     head_started: float = 0.0  # when the job at the head of the queue began to run
     ready: bool = False  # said READY: a death from now on is the running job's doing
-    broken: bool = False  # the pipe refused a job: the worker is dying, send nothing more
+    sender: threading.Thread | None = None
 
-    def send(self, job: Job) -> bool:
-        """Queue ``job`` on this worker; False (job not queued) when the pipe is broken."""
-        try:
-            self.conn.send(job)
-        except OSError:
-            self.broken = True
-            return False
+    def start_sender(self) -> None:
+        self.sender = threading.Thread(target=_sender, args=(self.conn, self.outbox, self.broken),
+                                       daemon=True, name="emulator-mem batch sender")
+        self.sender.start()
+
+    def close(self) -> None:
+        """Stop the sender (it must not write to a closed, maybe reused, descriptor), then the pipe."""
+        self.outbox.put(None)
+        if self.sender is not None:
+            self.sender.join(2)
+        self.conn.close()
+
+    def send(self, jobs: list[Job]) -> None:
         if not self.queue:
             self.head_started = time.monotonic()
-        self.queue.append(job)
-        return True
+        self.queue.extend(jobs)
+        self.outbox.put(jobs)
 
     def deadline(self, grace: float) -> float | None:
         if not self.queue:
@@ -130,21 +164,23 @@ class LocalPool:
                                  name="emulator-mem batch worker", daemon=True)
         proc.start()
         child.close()
-        return _Worker(proc, parent)
+        worker = _Worker(proc, parent)
+        worker.start_sender()
+        return worker
 
     def run(self, feed: JobFeed, emit: Emit, total: int | None = None) -> None:
         """Run every job of ``feed``; results go to ``emit`` as they arrive."""
+        chunk = max(1, min(MAX_CHUNK, (total or MAX_CHUNK * self.workers * 4) // (self.workers * 4)))
         pool = [self._start() for _ in range(self.workers)]
         idle_deaths = 0
         try:
             while True:
                 for worker in pool:
-                    while len(worker.queue) < IN_FLIGHT and not worker.broken:
-                        job = feed.take()
-                        if job is None:
+                    while len(worker.queue) < CHUNKS_IN_FLIGHT * chunk and not worker.broken.is_set():
+                        jobs = feed.take_many(chunk)
+                        if not jobs:
                             break
-                        if not worker.send(job):
-                            feed.push_front([job])
+                        worker.send(jobs)
                 if feed.empty and not any(w.queue for w in pool):
                     return
                 deadlines = [d for d in (w.deadline(self.grace) for w in pool) if d is not None]
@@ -206,17 +242,13 @@ class LocalPool:
             feed.push_front(worker.queue)
             worker.queue.clear()
             emit(result)
-        worker.conn.close()
+        worker.close()
 
     @staticmethod
     def _stop(worker: _Worker) -> None:
-        try:
-            if worker.process.is_alive():
-                worker.conn.send(None)
-        except OSError:
-            pass
+        worker.outbox.put(None)  # the worker exits when it reads it
         worker.process.join(1)
         if worker.process.is_alive():
             worker.process.kill()
             worker.process.join(1)
-        worker.conn.close()
+        worker.close()
