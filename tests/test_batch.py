@@ -133,6 +133,19 @@ def test_a_rolled_back_worker_does_not_leak_state_between_inputs(snapshot: Path,
     assert session.run(normal).comparable() == first
 
 
+@pytest.mark.parametrize("name", ["reprotect32", "guard64", "seh32", "heap64", "uart64", "stack32"])
+def test_program_runs_repeat_exactly_after_rollback(name: str) -> None:
+    """A PE target is loaded once and rolled back to its entry: vectored handlers, the heap,
+    MMIO devices and the grown stack must all come back, or the second run would differ."""
+    job = Job(0, str(build.BIN / f"{name}.exe"))
+    fast = WorkerSession()
+    first, second = fast.run(job).comparable(), fast.run(job).comparable()
+    reference = WorkerSession(fresh=True).run(job).comparable()
+    assert first == second == reference
+    assert reference["outcome"] == "exited"
+    assert reference["stdout"].encode() == (build.EXPECTED / f"{name}.txt").read_bytes()
+
+
 # -- the local pool ------------------------------------------------------------------------
 def test_local_pool_runs_program_jobs_like_single_runs() -> None:
     names = ["hello32", "crash32", "hello64", "heap64"]

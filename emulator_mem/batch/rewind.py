@@ -4,7 +4,9 @@
 proportional to the pages dirtied. A runner process also keeps a little state in Python
 (:mod:`emulator_mem.runner.persist` lists it for snapshots): the console output so far, the
 instruction count, the exit code and exception, the stack limit (which grows), the heap's
-block index, kernel32's last error and the MMIO devices' registers. A
+block index, kernel32's last error, the MMIO devices' registers and the exception
+dispatcher's state (vectored handlers, the unhandled-exception filter, dispatches in
+flight). A
 :class:`ProcessCheckpoint` saves those next to the memory checkpoint and puts them back on
 :meth:`~ProcessCheckpoint.rollback`, so a rolled-back process is indistinguishable from one
 freshly loaded from the same snapshot — the batch tests compare exactly that.
@@ -37,6 +39,7 @@ class _RunnerState:
     last_error: int
     last_status: int
     devices: list[dict[str, Any]]
+    exceptions: dict[str, Any]
 
 
 class ProcessCheckpoint:
@@ -56,6 +59,7 @@ class ProcessCheckpoint:
             None if heap is None else SortedDict(heap.blocks),
             process.k32.GetLastError(), process.k32.last_status,
             [d.handle.device.state() if d.handle is not None else {} for d in process.devices],
+            process.exceptions.to_json(),
         )
         self._memory = process.mm.checkpoint()
 
@@ -83,3 +87,4 @@ class ProcessCheckpoint:
         for record, saved in zip(process.devices, state.devices, strict=True):
             if record.handle is not None:
                 record.handle.device.restore(saved)
+        process.exceptions.restore(state.exceptions)
