@@ -44,6 +44,8 @@ from .space.address_space import (
     page_round_up,
 )
 from .space.records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
+from .ucapi import UnicornApi
+from .ucapi import install as _install_unicorn_api
 from .windows import constants as C
 from .windows import protection
 
@@ -69,10 +71,11 @@ class MemoryManager:
         self.is_64bit = bool(uc.ctl_get_mode() & UC_MODE_64)
         self.lowest_address = USER_LOWEST
         self.highest_address = USER_END_64 if self.is_64bit else USER_END_32
-        self.space = AddressSpace(self.lowest_address, self.highest_address)
-        self.phys = PhysicalMemory(
-            uc, self.highest_address, ALIAS_BASE_64 if self.is_64bit else ALIAS_BASE_32
-        )
+        alias_base = ALIAS_BASE_64 if self.is_64bit else ALIAS_BASE_32
+        # the space spans every guest address, so Unicorn's own uc.mem_map can put memory
+        # below 64 KiB or above the user range; the Windows calls keep to the user range
+        self.space = AddressSpace(0, 1 << (64 if self.is_64bit else 32))
+        self.phys = PhysicalMemory(uc, alias_base, alias_base)
         self.mmu = MMU(uc, self.space, self.phys)
         self.mmu.trap.read_memory = self.try_read
         self._default_allocation_address = self.lowest_address
@@ -82,6 +85,8 @@ class MemoryManager:
             self, lambda section, address: image_map.map_image_section(self, section, address))
         #: mapped PE images by base (sections, entry point, imports, exports)
         self.images: dict[int, MappedImage] = {}
+        #: Unicorn's own memory API on this Uc, in virtual addresses (see emulator_mem.ucapi)
+        self.unicorn: UnicornApi = _install_unicorn_api(self)
 
     # -- properties --------------------------------------------------------------------
     @property

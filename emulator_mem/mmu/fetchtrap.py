@@ -37,6 +37,7 @@ from unicorn import UC_ERR_EXCEPTION, UC_PROT_EXEC, UC_PROT_READ, UcError
 from ..space.address_space import AddressSpace
 from ..windows import constants as C
 from ..windows.protection import CPU_PERMS, UC_EXEC
+from . import raw
 from .physmem import PhysicalMemory
 
 UC_MEM_FETCH = 18
@@ -79,8 +80,8 @@ class FetchTrap:
         self.flush_after_run = False
         self.phys = mmu.phys.alias_range(0x10000)
         uc = mmu.uc
-        uc.mmio_map(self.phys, 0x1000, self.read, None, None, None)
-        uc.mem_protect(self.phys, 0x1000, UC_PROT_READ | UC_PROT_EXEC)
+        raw.mmio_map(uc, self.phys, 0x1000, self.read, None, None, None)
+        raw.mem_protect(uc, self.phys, 0x1000, UC_PROT_READ | UC_PROT_EXEC)
 
     def wanted(self, vaddr: int) -> bool:
         """Should a fetch of this page that would be refused get the trap instead?"""

@@ -23,11 +23,13 @@ import ctypes
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
 from ..errors import MemoryAccessError
+from . import raw
 
 PAGE_SIZE = 0x1000
 MAP_NORESERVE = 0x4000  # Linux value; Python's mmap module does not export it
@@ -61,6 +63,20 @@ class DirtyLog:
         self.pages.clear()
 
 
+def foreign_buffer(host: int, size: int) -> Any:
+    """Caller-owned host memory (``uc.mem_map_ptr``) as a chunk buffer: a ctypes array (so
+    snapshots can take a memoryview of it) that is never closed and never handed back to
+    the OS here — zeroing it is a memset."""
+
+    def close(_self: Any) -> None:
+        """The caller's memory outlives the mapping."""
+
+    def madvise(self: Any, _option: int, start: int, length: int) -> None:
+        ctypes.memset(ctypes.addressof(self) + start, 0, length)
+
+    cls: Any = type("ForeignBuffer", (ctypes.c_char * size,), {"close": close, "madvise": madvise})
+    return cls.from_address(host)
+
 
 @dataclass(slots=True, eq=False)
 class Chunk:
@@ -68,7 +84,7 @@ class Chunk:
 
     phys: int
     size: int
-    buffer: mmap.mmap
+    buffer: Any  # an mmap, or a foreign_buffer for caller-owned memory
     host: int  # host address of byte 0
 
     @property
@@ -132,6 +148,14 @@ class PhysicalMemory:
         self._alias_next += size
         return phys
 
+    def map_foreign(self, size: int, host: int) -> Chunk:
+        """Map ``size`` bytes of caller-owned host memory at a fresh alias-area address."""
+        phys = self.alias_range(size)
+        raw.mem_map_ptr(self.uc, phys, size, UC_PROT_ALL, host)
+        chunk = Chunk(phys, size, foreign_buffer(host, size), host)
+        self.chunks[phys] = chunk
+        return chunk
+
     def alloc_page(self) -> int:
         """One zeroed physical page from the alias area (for a copy-on-write copy)."""
         if not self._free_pages:
@@ -144,20 +168,20 @@ class PhysicalMemory:
         self._free_pages.append(phys)
 
     def release_chunk(self, chunk: Chunk) -> None:
-        self.uc.mem_unmap(chunk.phys, chunk.size)
+        raw.mem_unmap(self.uc, chunk.phys, chunk.size)
         del self.chunks[chunk.phys]
         self._alias_free.append((chunk.phys, chunk.size))
         chunk.buffer.close()
 
     def _map_chunk(self, phys: int, size: int) -> Chunk:
         buf, host = _host_buffer(size)
-        self.uc.mem_map_ptr(phys, size, UC_PROT_ALL, host)
+        raw.mem_map_ptr(self.uc, phys, size, UC_PROT_ALL, host)
         chunk = Chunk(phys, size, buf, host)
         self.chunks[phys] = chunk
         return chunk
 
     def region_count(self) -> int:
-        return sum(1 for _ in self.uc.mem_regions())
+        return len(raw.mem_regions(self.uc))
 
     # -- access ----------------------------------------------------------------------
     def chunk_of(self, phys: int) -> Chunk | None:
@@ -264,7 +288,7 @@ class PhysicalMemory:
 
     def close(self) -> None:
         for chunk in list(self.chunks.values()):
-            self.uc.mem_unmap(chunk.phys, chunk.size)
+            raw.mem_unmap(self.uc, chunk.phys, chunk.size)
             chunk.buffer.close()
         self.chunks.clear()
         self._windows.clear()

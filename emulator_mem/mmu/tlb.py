@@ -42,6 +42,7 @@ from ..windows.protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVE
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
 from .fetchtrap import FetchTrap
 from .fillhook import add_fill_hook
+from .holes import Holes, uc_error
 from .physmem import DirtyLog, PhysicalMemory
 
 UC_MEM_WRITE = 17
@@ -87,8 +88,11 @@ class MMU:
         self.until: int | None = None
         self._forced: dict[int, int] | None = None  # see invalidate_code
         phys.on_code_write = self.invalidate_code
+        #: plain Unicorn's error code for the refusal that stopped the current run
+        self.uc_error: int | None = None
         self._wrap_emu_start(uc)
         self.trap = FetchTrap(self, self.pc_reg == UC_X86_REG_RIP)
+        self.holes = Holes(uc, self.pc_reg == UC_X86_REG_RIP)
 
     # -- TLB ---------------------------------------------------------------------------
     def flush(self) -> None:
@@ -118,20 +122,20 @@ class MMU:
         if alloc is None:
             if self.trap.is_marker(vaddr):
                 return self.trap.marker_fault()
-            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry)
+            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry, False)
         index = (vaddr - alloc.base) >> 12
         protect = alloc.page_protect(index)
         if not protect:
-            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry)
+            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry, False)
         if protect & GUARD:
-            if access == UC_MEM_FETCH and self.trap.wanted(vaddr):
+            if access == UC_MEM_FETCH and self.trap.wanted(vaddr) and not self.holes.wants(vaddr, access):
                 return self.trap.map(vaddr, entry)
             # one-shot, as on Windows: the touch clears the guard and raises
             self.space.set_pages(alloc, index, index + 1, protect & ~GUARD)
-            return self._refuse(C.STATUS_GUARD_PAGE_VIOLATION, vaddr, access)
+            return self._refuse(C.STATUS_GUARD_PAGE_VIOLATION, vaddr, access, entry, True)
         perms = CPU_PERMS.get(protect & 0xFF, 0)
         if not perms & NEED.get(access, 1):
-            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry)
+            return self._refuse(C.STATUS_ACCESS_VIOLATION, vaddr, access, entry, True)
         private = alloc.private_pages
         if private is not None and index in private:
             paddr = private[index]
@@ -150,13 +154,27 @@ class MMU:
         entry.perms = perms
         return True
 
-    def _refuse(self, status: int, vaddr: int, access: int, entry: Any = None) -> bool:
-        if access == UC_MEM_FETCH and entry is not None and self.trap.wanted(vaddr):
+    def _refuse(self, status: int, vaddr: int, access: int, entry: Any = None,
+                mapped: bool = False) -> bool:
+        """Record the Windows exception of a refused access and stop the guest.
+
+        ``mapped``: the page is committed (Unicorn's "mapped"), which decides between the
+        ``*_PROT`` and ``*_UNMAPPED`` error plain Unicorn would raise. When a Unicorn memory
+        hook watches the page, the entry goes to a hole instead and Unicorn calls the hooks
+        itself (:mod:`emulator_mem.mmu.holes`).
+        """
+        holes = self.holes
+        watched = entry is not None and holes.wants(vaddr, access)
+        if access == UC_MEM_FETCH and entry is not None and not watched and self.trap.wanted(vaddr):
             return self.trap.map(vaddr, entry)
         fault = Fault(status, vaddr, UC_ACCESS_TO_WINDOWS.get(access, 0))
         self.fault = fault
         if self.on_fault is not None:
             self.on_fault(fault)
+        if watched:
+            self.trap.pages.add(vaddr >> 12)  # flushed after the run and on layout changes
+            return holes.map(vaddr, access, mapped, entry)
+        self.uc_error = uc_error(access, mapped)
         return False
 
     # -- translated code -------------------------------------------------------------
@@ -190,15 +208,18 @@ class MMU:
 
     # -- the exit address of emu_start -------------------------------------------------
     def _wrap_emu_start(self, uc: Uc) -> None:
-        """Know each run's ``until`` and tidy up after the run; make ``uc.mem_write`` drop code.
+        """Know each run's ``until``, tidy up after the run, report refusals as Unicorn does.
 
         The fetch trap (:mod:`emulator_mem.fetchtrap`) needs each run's ``until``; Unicorn
-        offers no hook for it, so the instance's ``emu_start`` is wrapped.
+        offers no hook for it, so the instance's ``emu_start`` is wrapped. A refused access
+        stops qemu with ``UC_ERR_EXCEPTION``; the wrapper raises the code plain Unicorn would
+        (``UC_ERR_READ_UNMAPPED``, ``UC_ERR_WRITE_PROT`` …) instead.
         """
         original = uc.emu_start
 
         def emu_start(begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
             outer, self.until = self.until, until
+            self.uc_error = None
             try:
                 try:
                     original(begin, until, timeout, count)
@@ -211,23 +232,16 @@ class MMU:
                     if self.trap.straddle is None:
                         raise
                     self._finish_straddle(original)
+            except UcError as exc:
+                code = self.uc_error
+                if exc.errno == UC_ERR_EXCEPTION and code is not None:
+                    raise UcError(code) from None  # what plain Unicorn says about it
+                raise
             finally:
                 self.until = outer
                 self.trap.after_run()
 
         uc.emu_start = emu_start
-
-        original_write = uc.mem_write
-
-        def mem_write(address: int, data: bytes) -> None:
-            # uc.mem_write takes guest-physical addresses in this mode; keep it truthful:
-            # checkpoints see the change, and translated code it overwrites is dropped
-            if self.phys.logs:
-                self.phys.before_modify(address, len(data))
-            original_write(address, data)
-            self.phys.code_changed(address, len(data))
-
-        uc.mem_write = mem_write
 
     def _finish_straddle(self, original: Callable[..., None]) -> None:
         """Run a block up to the instruction that straddles into a non-executable page,
@@ -248,13 +262,15 @@ class MMU:
         """Record the fault of an instruction fetch at ``vaddr`` (guard pages are one-shot)."""
         alloc = self.space.find(vaddr)
         status = C.STATUS_ACCESS_VIOLATION
+        mapped = False
         if alloc is not None:
             index = (vaddr - alloc.base) >> 12
             protect = alloc.page_protect(index)
+            mapped = protect != 0
             if protect & GUARD:
                 self.space.set_pages(alloc, index, index + 1, protect & ~GUARD)
                 status = C.STATUS_GUARD_PAGE_VIOLATION
-        self._refuse(status, vaddr, UC_MEM_FETCH)
+        self._refuse(status, vaddr, UC_MEM_FETCH, None, mapped)
 
     # -- first-write tracking ----------------------------------------------------------
     def _clean(self, alloc: Allocation, index: int, ppn: int, protect: int) -> bool:

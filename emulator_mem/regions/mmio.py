@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameterError
+from ..mmu import raw
 from ..space.address_space import Allocation, RegionKind
 from ..windows import constants as C
 from .host import RegionHost
@@ -125,7 +126,7 @@ def map_device(uc: Any, device: MmioDevice) -> None:
         except BaseException as exc:  # noqa: BLE001 - re-raised by emu_start
             _stop_with(uc, exc)
 
-    uc.mmio_map(device.phys, mmio_span(device.size), on_read, None, on_write, None)
+    raw.mmio_map(uc, device.phys, mmio_span(device.size), on_read, None, on_write, None)
 
 
 def _stop_with(uc: Any, exc: BaseException) -> None:
@@ -142,4 +143,4 @@ def _stop_with(uc: Any, exc: BaseException) -> None:
 def release_mmio(mm: RegionHost, alloc: Allocation) -> None:
     """Unmap the Unicorn MMIO range behind ``alloc`` (called when the region is released)."""
     if alloc.kind is RegionKind.MMIO:
-        mm.uc.mem_unmap(alloc.phys_base, mmio_span(alloc.size))
+        raw.mem_unmap(mm.uc, alloc.phys_base, mmio_span(alloc.size))

@@ -40,6 +40,7 @@ from sortedcontainers import SortedDict
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, UcError
 
 from ..errors import InvalidParameterError, SnapshotError
+from ..mmu import raw
 from ..mmu.physmem import Chunk, _host_buffer
 from ..pe import image
 from ..pe.image import ImageLayout
@@ -462,7 +463,7 @@ def _check_foreign(mm: SnapshotHost, staged: _Staged) -> None:
     """Unicorn regions the manager did not map must not collide with the snapshot's."""
     ours = {(c.phys, c.end - 1) for c in mm.phys.chunks.values()}
     ours |= {(d.phys, d.phys + rb.mmio_span(d.size) - 1) for d in _mmio_devices(mm)}
-    foreign = [(b, e) for b, e, _ in mm.uc.mem_regions() if (b, e) not in ours]
+    foreign = [(b, e) for b, e, _ in raw.mem_regions(mm.uc) if (b, e) not in ours]
     wanted = [(c.phys, c.end - 1) for c in staged.chunks]
     wanted += [(d.phys, d.phys + rb.mmio_span(d.size) - 1) for d in staged.devices]
     for b, e in foreign:
@@ -490,25 +491,25 @@ def _commit(mm: SnapshotHost, staged: _Staged) -> None:
     context = uc.context_save()
     try:
         for c in old_chunks:
-            uc.mem_unmap(c.phys, c.size)
+            raw.mem_unmap(uc, c.phys, c.size)
         for d in old_devices:
-            uc.mem_unmap(d.phys, rb.mmio_span(d.size))
+            raw.mem_unmap(uc, d.phys, rb.mmio_span(d.size))
         for c in staged.chunks:
-            uc.mem_map_ptr(c.phys, c.size, UC_PROT_ALL, c.host)
+            raw.mem_map_ptr(uc, c.phys, c.size, UC_PROT_ALL, c.host)
         for d in staged.devices:
             rb.map_mmio(uc, d)
         staged.book.apply(mm)
         cpu_state.restore(uc, mm.is_64bit, staged.regs)
     except UcError as exc:
         for c in staged.chunks:
-            _quiet(uc.mem_unmap, c.phys, c.size)
+            _quiet(raw.mem_unmap, uc, c.phys, c.size)
         for d in staged.devices:
-            _quiet(uc.mem_unmap, d.phys, rb.mmio_span(d.size))
+            _quiet(raw.mem_unmap, uc, d.phys, rb.mmio_span(d.size))
         for c in old_chunks:
-            _quiet(uc.mem_unmap, c.phys, c.size)
-            uc.mem_map_ptr(c.phys, c.size, UC_PROT_ALL, c.host)
+            _quiet(raw.mem_unmap, uc, c.phys, c.size)
+            raw.mem_map_ptr(uc, c.phys, c.size, UC_PROT_ALL, c.host)
         for d in old_devices:
-            _quiet(uc.mem_unmap, d.phys, rb.mmio_span(d.size))
+            _quiet(raw.mem_unmap, uc, d.phys, rb.mmio_span(d.size))
             rb.map_mmio(uc, d)
         old_book.apply(mm)
         uc.context_restore(context)

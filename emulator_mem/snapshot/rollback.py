@@ -36,6 +36,7 @@ from sortedcontainers import SortedDict
 from unicorn import UC_PROT_ALL, Uc
 
 from ..errors import SnapshotError
+from ..mmu import raw
 from ..mmu.physmem import Chunk, DirtyLog, _host_buffer
 from ..regions import mmio
 from ..regions.image_map import ImageHost
@@ -73,7 +74,7 @@ map_mmio = mmio.map_device
 def new_chunk(uc: Uc, phys: int, size: int) -> Chunk:
     """A zeroed host buffer mapped at ``phys`` (like ``PhysicalMemory._map_chunk``, unregistered)."""
     buf, host = _host_buffer(size)
-    uc.mem_map_ptr(phys, size, UC_PROT_ALL, host)
+    raw.mem_map_ptr(uc, phys, size, UC_PROT_ALL, host)
     return Chunk(phys, size, buf, host)
 
 
@@ -325,14 +326,14 @@ class Checkpoint:
         old_mmio = {a.phys_base: a.owner for a in self.allocations if a.kind is RegionKind.MMIO}
         for base, device in live_mmio.items():
             if old_mmio.get(base) is not device:
-                uc.mem_unmap(base, mmio_span(device.size))
+                raw.mem_unmap(uc, base, mmio_span(device.size))
         for base, device in old_mmio.items():
             if live_mmio.get(base) is not device:
                 map_mmio(uc, device)
         changed = False
         for base, chunk in list(phys.chunks.items()):
             if book.chunks.get(base) is not chunk:  # created since the checkpoint
-                uc.mem_unmap(chunk.phys, chunk.size)
+                raw.mem_unmap(uc, chunk.phys, chunk.size)
                 chunk.buffer.close()
                 changed = True
         for base, chunk in list(book.chunks.items()):
