@@ -1,17 +1,10 @@
 """Log the guest's reads and writes inside chosen virtual address ranges.
 
-Memory hooks and the MMU: in virtual-TLB mode Unicorn reports ``UC_HOOK_MEM_READ`` and
-``UC_HOOK_MEM_WRITE`` accesses by *physical* address. For ordinary private and image memory
-the manager maps physical == virtual (the identity map), so a hook range is simply the
-virtual range. Section views, aliases and copy-on-write copies live in the alias area
-instead; this plugin translates each watched virtual range to its physical
-pieces when it is installed and maps hits back to virtual addresses, so views work too.
-Two consequences of watching physical pages: an access through *another* view (or alias) of
-the same pages is reported as well, at the watched range's address, since the hook cannot
-tell the virtual twins apart; and a page whose backing changes after install (a
-copy-on-write copy) is no longer followed. Writes report the value written, reads the value
-in memory (read through ``mm.read``); MMIO ranges show no read value, since reading a device
-has side effects.
+Memory hooks take virtual ranges and report virtual addresses whatever backs the pages
+(:mod:`emulator_mem.ucapi.hooks`). Views of one section share their pages, so an access
+through *another* view of a watched range is reported too, at the watched view's address.
+Writes report the value written, reads the value in memory (read through ``mm.read``); MMIO
+ranges show no read value, since reading a device has side effects.
 
 Any memory hook makes Unicorn take its slow path for *every* access, so expect a large
 slowdown while this plugin is installed.
@@ -33,8 +26,8 @@ from emulator_mem.manager import MemoryManager
 from emulator_mem.space import RegionKind
 
 
-def physical_pieces(mm: MemoryManager, start: int, size: int) -> list[tuple[int, int, int]]:
-    """``(virtual, physical, length)`` pieces of a virtual range, allocation by allocation."""
+def virtual_pieces(mm: MemoryManager, start: int, size: int) -> list[tuple[int, int]]:
+    """``(virtual, length)`` pieces of a range that lie in allocations."""
     pieces = []
     pos, end = start, start + size
     while pos < end:
@@ -44,7 +37,7 @@ def physical_pieces(mm: MemoryManager, start: int, size: int) -> list[tuple[int,
             pos = mbi.BaseAddress + mbi.RegionSize
             continue
         stop = min(end, alloc.end)
-        pieces.append((pos, alloc.phys_base + (pos - alloc.base), stop - pos))
+        pieces.append((pos, stop - pos))
         pos = stop
     return pieces
 
@@ -52,7 +45,7 @@ def physical_pieces(mm: MemoryManager, start: int, size: int) -> list[tuple[int,
 class AccessLog:
     """The installed log; ``remove()`` deletes its hooks."""
 
-    def __init__(self, uc: Any, mm: MemoryManager, pieces: list[tuple[int, int, int]], out: IO[str],
+    def __init__(self, uc: Any, mm: MemoryManager, pieces: list[tuple[int, int]], out: IO[str],
                  kinds: int, limit: int | None, close: bool) -> None:
         self.uc = uc
         self.mm = mm
@@ -61,19 +54,13 @@ class AccessLog:
         self.limit = limit
         self.lines = 0
         self._close = close
-        self._hooks = [uc.hook_add(kinds, self._on_access, begin=phys, end=phys + length - 1)
-                       for _, phys, length in pieces]
-
-    def _virtual(self, phys: int) -> int:
-        for virt, base, length in self.pieces:
-            if base <= phys < base + length:
-                return virt + (phys - base)
-        return phys
+        self._hooks = [uc.hook_add(kinds, self._on_access, begin=virt, end=virt + length - 1)
+                       for virt, length in pieces]
 
     def _on_access(self, uc: Any, access: int, address: int, size: int, value: int, _data: Any) -> None:
         if self.limit is not None and self.lines >= self.limit:
             return
-        virt = self._virtual(address)
+        virt = address
         alloc = self.mm.allocation_at(virt)
         if access == UC_MEM_WRITE:
             shown = f"{value & ((1 << (8 * size)) - 1):#x}"
@@ -117,7 +104,7 @@ def install(uc: Any, mm: MemoryManager, *, start: int | None = None, size: int |
             raise RunnerError(f"access_log: no allocation named {region!r}")
     if not wanted:
         raise RunnerError("access_log needs start=/size=, ranges= or region=")
-    pieces = [p for s, n in wanted for p in physical_pieces(mm, s, n)]
+    pieces = [p for s, n in wanted for p in virtual_pieces(mm, s, n)]
     kinds = (UC_HOOK_MEM_READ if reads else 0) | (UC_HOOK_MEM_WRITE if writes else 0)
     if not kinds:
         raise RunnerError("access_log: nothing to log (reads=0 and writes=0)")

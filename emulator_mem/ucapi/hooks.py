@@ -14,8 +14,9 @@ there is sent to a hole, so that Unicorn itself calls ``UC_HOOK_MEM_WRITE`` befo
 ``UC_ERR_WRITE_UNMAPPED``, ``*_UNMAPPED``/``*_PROT`` hooks with the exact address, size and
 value, and retries the access when one returns True.
 
-Known limit: pages of a section mapped by several views, and ``mm.map_alias`` views of
-identity pages, share one physical page; a hook sees the address of the first view.
+Known limit: views of one section share its physical pages, so an access through one view
+reaches a hook watching another view's range (at that view's address); and ``mm.map_alias``
+views of identity pages (JIT dual mapping) are seen at the source's address.
 """
 
 from __future__ import annotations
@@ -115,8 +116,10 @@ class UnicornHooks:
         mmu = self.mm.mmu
 
         def trampoline(uc: Any, access: int, paddr: int, size: int, value: int, _ud: Any) -> Any:
-            vaddr = self.to_virtual(paddr)
-            if vaddr is None or not (everything or begin <= vaddr <= end):
+            for vaddr in self.to_virtual(paddr):
+                if everything or begin <= vaddr <= end:
+                    break
+            else:
                 return False
             result = callback(uc, access, vaddr, size, value, user_data)
             if invalid and result:
@@ -125,23 +128,25 @@ class UnicornHooks:
 
         return trampoline
 
-    def to_virtual(self, paddr: int) -> int | None:
-        """The virtual address a physical address above the identity area stands for."""
+    def to_virtual(self, paddr: int) -> list[int]:
+        """The virtual addresses a physical address above the identity area stands for.
+
+        Several when views share a section's page: a hook then sees the one inside its range.
+        """
         vaddr = self.mm.mmu.holes.to_virtual(paddr)
         if vaddr is not None:
-            return vaddr
+            return [vaddr]
         if self._reverse_version != self.mm.space.layout_version:
             self._rebuild()
         page = self._private.get(paddr >> 12)
         if page is not None:
-            return page | (paddr & 0xFFF)
-        for start, stop, virtual in self._reverse:
-            if start <= paddr < stop:
-                return virtual + (paddr - start)
-        return None
+            return [page | (paddr & 0xFFF)]
+        return [virtual + (paddr - start) for start, stop, virtual in self._reverse
+                if start <= paddr < stop]
 
     def _rebuild(self) -> None:
-        reverse, private = [], {}
+        reverse: list[tuple[int, int, int]] = []
+        private: dict[int, int] = {}
         for alloc in self.mm.space:
             if alloc.phys_base != alloc.base:
                 reverse.append((alloc.phys_base, alloc.phys_base + alloc.size, alloc.base))
