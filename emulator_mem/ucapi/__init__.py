@@ -40,5 +40,5 @@ def install(mm: Manager) -> UnicornApi:
     uc.hook_add = hooks.hook_add
     uc.hook_del = hooks.hook_del
     mm.mmu.holes.read_memory = mm.try_read
-    mm.mmu.holes.write_memory = mm.try_write
+    mm.mmu.holes.write_memory = memory.write_through_prot
     return api

@@ -100,12 +100,23 @@ class UnicornMemory:
         self._check_new(address, size, UC_PROT_ALL)
         uc = self.uc
 
+        # Unicorn delivers MMIO in accesses of at most 4 bytes (8-byte ones as two halves,
+        # low first); host reads and writes through the manager do the same here
         def read(offset: int, n: int) -> int:
-            return int(read_cb(uc, offset, n, read_ud)) if read_cb is not None else 0
+            if read_cb is None:
+                return 0
+            if n == 8:
+                return read(offset, 4) | read(offset + 4, 4) << 32
+            return int(read_cb(uc, offset, n, read_ud))
 
         def write(offset: int, n: int, value: int) -> None:
-            if write_cb is not None:
-                write_cb(uc, offset, n, value, write_ud)
+            if write_cb is None:
+                return
+            if n == 8:
+                write(offset, 4, value & 0xFFFFFFFF)
+                write(offset + 4, 4, value >> 32)
+                return
+            write_cb(uc, offset, n, value, write_ud)
 
         protect = C.PAGE_READWRITE if write_cb is not None else (
             C.PAGE_READONLY if read_cb is not None else C.PAGE_NOACCESS)
@@ -223,6 +234,13 @@ class UnicornMemory:
         backing.live_pages -= pages
         if backing.live_pages <= 0 and backing.chunk.phys in self.mm.phys.chunks:
             self.mm.phys.release_chunk(backing.chunk)
+
+    def write_through_prot(self, address: int, data: bytes) -> None:
+        """A WRITE_PROT hook let a guest store through: as in Unicorn, it lands only if the
+        page is writable by now (Unicorn drops stores to read-only RAM)."""
+        alloc = self.mm.space.find(address)
+        if alloc is not None and uc_perms(alloc.page_protect((address - alloc.base) >> PAGE_SHIFT)) & 2:
+            self.mm.try_write(address, data)
 
     # -- host access -------------------------------------------------------------------------
     def mem_read(self, address: int, size: int) -> bytearray:
