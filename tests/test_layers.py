@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "regions": 3,
     "snapshot": 4,
     "manager": 5,
+    "ucapi": 5,
     "api": 6,
     "nt": 6,
     "win32": 6,
