@@ -50,7 +50,14 @@ from ..abi import Abi
 from ..environment import ThreadEnvironment
 from ..heap import ProcessHeap
 from . import layouts as L
-from .context import apply_context, capture_context, context_size, context_sp, read_registers
+from .context import (
+    apply_context,
+    capture_context,
+    context_size,
+    context_sp,
+    read_registers,
+    write_registers,
+)
 from .frame import FrameLayout, StackExhausted, pack_record, plan, write_frame
 from .unwind64 import lookup_function_entry, virtual_unwind
 
@@ -101,6 +108,7 @@ class Dispatch:
     call_sp: int = 0  # SP at the entry of the outstanding handler call
     target: int = 0  # unwind: TargetFrame
     walk: dict[str, int] = field(default_factory=dict)  # x64: registers of the next frame
+    walk_context: int = 0  # x64: where the unwound CONTEXT for language handlers goes
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dispatch:
@@ -205,7 +213,8 @@ class ExceptionDispatcher:
     def _new(kind: str, code: int, flags: int, address: int, information: list[int],
              layout: FrameLayout) -> Dispatch:
         return Dispatch(kind, code, flags, address, list(information), layout.record,
-                        layout.context, layout.pointers, layout.scratch, layout.base)
+                        layout.context, layout.pointers, layout.scratch, layout.base,
+                        walk_context=layout.walk_context)
 
     def _prune(self, sp: int) -> None:
         """Forget dispatches whose frames lie below ``sp``: the stack was unwound past them."""
@@ -465,9 +474,13 @@ class ExceptionDispatcher:
                 self._write_flags(dispatch)
                 return INVALID
             dispatch.walk, dispatch.frame = walk, establisher
+            # as RtlDispatchException: the handler's ContextRecord argument is the exception's
+            # CONTEXT, DISPATCHER_CONTEXT.ContextRecord the copy unwound to the caller
+            original = mm.read(dispatch.context, context_size(True))
+            mm.write(dispatch.walk_context, write_registers(original, True, walk))
             mm.write(dispatch.scratch, L.DISPATCHER_CONTEXT_64.pack(
-                pc, entry.image_base, entry.address, establisher, 0, dispatch.context, handler,
-                handler_data, 0, 0, 0))
+                pc, entry.image_base, entry.address, establisher, 0, dispatch.walk_context,
+                handler, handler_data, 0, 0, 0))
             self._call(dispatch, handler, [dispatch.record, establisher, dispatch.context, dispatch.scratch])
             return CALLED
         return END

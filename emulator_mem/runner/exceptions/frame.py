@@ -12,6 +12,8 @@ block. The runner does the same, from high to low addresses::
                                          pushes around frame handlers (nested-exception
                                          detection) and the DispatcherContext slot;
                                          x64: DISPATCHER_CONTEXT
+    walk CONTEXT                         x64 only: the registers of the frame being handled,
+                                         virtually unwound (DISPATCHER_CONTEXT.ContextRecord)
     handler call frames                  (argument slots, return address, x64 shadow space)
 
 Stack pages are committed on the way down as the kernel's probes would (each guard page
@@ -52,6 +54,7 @@ class FrameLayout:
     context: int
     pointers: int
     scratch: int
+    walk_context: int  # x64: the unwound CONTEXT handed to language handlers; 0 on x86
     base: int  # handler call frames are built below this (16-byte aligned)
 
 
@@ -61,12 +64,13 @@ def plan(sp: int, is_64bit: bool) -> FrameLayout:
         record = (context - L.RECORD_64.size) & ~0xF
         pointers = record - 0x10
         scratch = pointers - _SCRATCH_64
-    else:
-        record = (sp - L.RECORD_32.size) & ~0x3
-        context = (record - L.CONTEXT_32_SIZE) & ~0xF
-        pointers = context - 0x10
-        scratch = pointers - _SCRATCH_32
-    return FrameLayout(record, context, pointers, scratch, scratch & ~0xF)
+        walk = scratch - L.CONTEXT_64_SIZE
+        return FrameLayout(record, context, pointers, scratch, walk, walk)
+    record = (sp - L.RECORD_32.size) & ~0x3
+    context = (record - L.CONTEXT_32_SIZE) & ~0xF
+    pointers = context - 0x10
+    scratch = pointers - _SCRATCH_32
+    return FrameLayout(record, context, pointers, scratch, 0, scratch & ~0xF)
 
 
 def pack_record(
