@@ -4,8 +4,10 @@
   context layouts, flags and dispositions (winnt.h);
 * :mod:`.context` — the CPU written as a CONTEXT and read back on continue;
 * :mod:`.frame` — the records' place on the guest stack;
+* :mod:`.state` — the JSON-ready record of a dispatch in progress, the process protocol;
 * :mod:`.dispatcher` — RtlDispatchException as a resumable state machine (VEH, the x86
-  ``fs:[0]`` chain, x64 unwind tables, the unhandled filter, RtlUnwind);
+  ``fs:[0]`` chain and RtlUnwind, the unhandled filter);
+* :mod:`.seh64` — x64: the unwind-table frame walk, RtlUnwindEx, ``__C_specific_handler``;
 * :mod:`.unwind64` — RtlLookupFunctionEntry / RtlVirtualUnwind over ``.pdata``/``.xdata``;
 * :mod:`.functions` — the guest-callable APIs (AddVectoredExceptionHandler & co.).
 """
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 from . import functions as _functions  # noqa: F401  (registers the APIs)
-from .dispatcher import NESTED_STUB, RETURN_STUB, Dispatch, ExceptionDispatcher
+from .dispatcher import ExceptionDispatcher
+from .state import NESTED_STUB, RETURN_STUB, Dispatch
 
 __all__ = ["NESTED_STUB", "RETURN_STUB", "Dispatch", "ExceptionDispatcher"]

@@ -38,17 +38,12 @@ ReturnValue and the caller's other registers intact.
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict
+from typing import Any
 
-from unicorn import Uc
 from unicorn import x86_const as X
 
-from ...manager import MemoryManager
 from ...windows import constants as C
-from ..abi import Abi
-from ..environment import ThreadEnvironment
-from ..heap import ProcessHeap
 from . import layouts as L
 from .context import (
     apply_context,
@@ -56,66 +51,32 @@ from .context import (
     context_size,
     context_sp,
     read_registers,
-    write_registers,
 )
 from .frame import FrameLayout, StackExhausted, pack_record, plan, write_frame
-from .unwind64 import lookup_function_entry, virtual_unwind
-
-VECTORED, FRAMES, FILTER, UNWIND = "vectored", "frames", "filter", "unwind"
-CALLED, END, INVALID = "called", "end", "invalid"
-STATUS_BAD_STACK = 0xC0000028
-EFLAGS_TF, EFLAGS_DF = 0x100, 0x400
-RETURN_STUB = "return from exception handler"
-NESTED_STUB = "exception nested frame"
-
-
-class Host(Protocol):
-    """What the dispatcher needs of the process (kept narrow so the layers stay apart)."""
-
-    uc: Uc
-    mm: MemoryManager
-    abi: Abi
-    env: ThreadEnvironment | None
-    heap: ProcessHeap | None
-
-    def terminate(self, exit_code: int) -> None: ...
-
-    def end_with_exception(self, code: int, information: list[int], address: int) -> None: ...
-
-    def runner_stub(self, name: str) -> int: ...
+from .seh64 import X64Unwinder
+from .state import (
+    C_HANDLER_KIND,
+    CALLED,
+    EFLAGS_DF,
+    EFLAGS_TF,
+    END,
+    EXCEPTION_KIND,
+    FILTER,
+    FRAMES,
+    INVALID,
+    NESTED_STUB,
+    RETURN_STUB,
+    STATUS_BAD_STACK,
+    UNWIND,
+    UNWIND64_KIND,
+    UNWIND_KIND,
+    VECTORED,
+    Dispatch,
+    Host,
+)
 
 
-@dataclass(slots=True)
-class Dispatch:
-    """One exception (or unwind) being dispatched; every field is JSON-ready."""
-
-    kind: str  # "exception" or "unwind"
-    code: int
-    flags: int
-    address: int
-    information: list[int]
-    record: int
-    context: int
-    pointers: int
-    scratch: int
-    base: int
-    phase: str = VECTORED
-    handlers: list[int] = field(default_factory=list)
-    index: int = 0
-    frame: int = 0  # x86: registration record being handled; x64: establisher frame
-    nested_frame: int = 0
-    saved_chain: int = 0
-    call_sp: int = 0  # SP at the entry of the outstanding handler call
-    target: int = 0  # unwind: TargetFrame
-    walk: dict[str, int] = field(default_factory=dict)  # x64: registers of the next frame
-    walk_context: int = 0  # x64: where the unwound CONTEXT for language handlers goes
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Dispatch:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-class ExceptionDispatcher:
+class ExceptionDispatcher(X64Unwinder):
     """Vectored handlers, the unhandled filter and the dispatches in progress of a process."""
 
     def __init__(self, host: Host) -> None:
@@ -257,6 +218,10 @@ class ExceptionDispatcher:
         dispatch.call_sp = 0
         if dispatch.kind == UNWIND_KIND:
             self._unwind_returned(dispatch, result)
+        elif dispatch.kind == UNWIND64_KIND:
+            self._unwind64_returned(dispatch, result)
+        elif dispatch.kind == C_HANDLER_KIND:
+            self._c_handler_returned(dispatch, result)
         elif dispatch.phase == VECTORED:
             if result == L.EXCEPTION_CONTINUE_EXECUTION:
                 self._resume(dispatch)
@@ -441,50 +406,3 @@ class ExceptionDispatcher:
         next_frame = struct.unpack("<I", self.host.mm.read(dispatch.frame, 4))[0]
         self._set_chain_head(next_frame)
         self._advance_unwind(dispatch)
-
-    # -- x64: table-based frames ---------------------------------------------------------------
-    def _next_frame_64(self, dispatch: Dispatch) -> str:
-        host = self.host
-        mm = host.mm
-        low, high = self._stack_bounds()
-        walk = dispatch.walk
-        ret_stub = host.runner_stub(RETURN_STUB)
-        for _ in range(100_000):
-            pc, rsp = walk["Rip"], walk["Rsp"]
-            if not low <= rsp < high or pc == 0:
-                return END
-            if pc == ret_stub:  # unwound out of a handler: continue where its dispatch was
-                outer = next((d for d in self.active if d.call_sp == rsp - 8 and d.walk), None)
-                if outer is None:
-                    return END
-                dispatch.flags |= L.EXCEPTION_NESTED_CALL
-                walk = dict(outer.walk)
-                continue
-            entry = lookup_function_entry(mm, pc)
-            if entry is None:  # a leaf function: the return address is at RSP
-                walk["Rip"] = self.host.abi.unpack_ptr(mm.read(rsp, 8))
-                walk["Rsp"] = rsp + 8
-                continue
-            found = virtual_unwind(mm, entry, pc, walk)
-            if found is None:
-                continue
-            handler, handler_data, establisher = found
-            if not low <= establisher < high or establisher & 7:
-                dispatch.flags |= L.EXCEPTION_STACK_INVALID
-                self._write_flags(dispatch)
-                return INVALID
-            dispatch.walk, dispatch.frame = walk, establisher
-            # as RtlDispatchException: the handler's ContextRecord argument is the exception's
-            # CONTEXT, DISPATCHER_CONTEXT.ContextRecord the copy unwound to the caller
-            original = mm.read(dispatch.context, context_size(True))
-            mm.write(dispatch.walk_context, write_registers(original, True, walk))
-            mm.write(dispatch.scratch, L.DISPATCHER_CONTEXT_64.pack(
-                pc, entry.image_base, entry.address, establisher, 0, dispatch.walk_context,
-                handler, handler_data, 0, 0, 0))
-            self._call(dispatch, handler, [dispatch.record, establisher, dispatch.context, dispatch.scratch])
-            return CALLED
-        return END
-
-
-EXCEPTION_KIND = "exception"
-UNWIND_KIND = "unwind"

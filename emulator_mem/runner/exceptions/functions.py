@@ -16,9 +16,10 @@ from ...errors import RunnerError
 from ..api import ApiCall, api
 from ..stubs import RUNNER_DLL
 from . import layouts as L
-from .context import capture_context
-from .dispatcher import NESTED_STUB, RETURN_STUB, ExceptionDispatcher
+from .context import capture_context, read_registers
+from .dispatcher import ExceptionDispatcher
 from .frame import unpack_record
+from .state import NESTED_STUB, RETURN_STUB
 from .unwind64 import lookup_function_entry
 
 K32 = "kernel32.dll"
@@ -112,19 +113,48 @@ def RtlRaiseException(call: ApiCall) -> None:
 
 
 # -- unwinding ----------------------------------------------------------------------------------
+def _caller_registers(call: ApiCall) -> dict[str, int]:
+    """x64: the caller's registers as if the stub had returned (the unwind starts there)."""
+    return read_registers(_caller_context(call, 0), True)
+
+
 def _rtl_unwind(call: ApiCall) -> None:
+    """RtlUnwind(TargetFrame, TargetIp, ExceptionRecord, ReturnValue): the x86 frame-chain
+    unwind, or on x64 RtlUnwindEx without a context."""
     dispatcher = _dispatcher(call)
-    if call.mm.is_64bit:  # x64's RtlUnwind is a different function: not emulated
-        pc = call.process.abi.pc(call.process.uc)
-        dispatcher.host.end_with_exception(L.STATUS_INVALID_DISPOSITION, [], pc)
-        return None
-    target, _target_ip, record, return_value = call.args
-    dispatcher.start_unwind(target, record, return_value)
+    target, target_ip, record, return_value = call.args
+    if call.mm.is_64bit:
+        dispatcher.start_unwind64(target, target_ip, record, return_value, _caller_registers(call))
+    else:
+        dispatcher.start_unwind(target, record, return_value)
     return None
 
 
 api(K32, 4, name="RtlUnwind")(_rtl_unwind)
 api(NTDLL, 4, name="RtlUnwind")(_rtl_unwind)
+
+
+def _rtl_unwind_ex(call: ApiCall) -> None:
+    """RtlUnwindEx (x64): ContextRecord and HistoryTable are scratch space for the caller."""
+    target, target_ip, record, return_value, _context, _history = call.args
+    _dispatcher(call).start_unwind64(target, target_ip, record, return_value, _caller_registers(call))
+    return None
+
+
+api(K32, 6, name="RtlUnwindEx")(_rtl_unwind_ex)
+api(NTDLL, 6, name="RtlUnwindEx")(_rtl_unwind_ex)
+
+
+def _c_specific_handler(call: ApiCall) -> None:
+    """__C_specific_handler(record, frame, context, dispatcher_context): MSVC's and
+    mingw-w64's language handler for __try/__except/__finally (x64)."""
+    record, frame, context, dispatcher_context = call.args
+    _dispatcher(call).start_c_handler(record, frame, context, dispatcher_context)
+    return None
+
+
+for _dll in (K32, NTDLL, "msvcrt.dll", "vcruntime140.dll"):
+    api(_dll, 4, name="__C_specific_handler")(_c_specific_handler)
 
 
 @api(NTDLL, 3)

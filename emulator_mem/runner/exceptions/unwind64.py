@@ -115,11 +115,11 @@ def _opcode_slots(code: int, info: int) -> int:
 def virtual_unwind(
     mm: MemoryManager, entry: FunctionEntry, pc: int, regs: dict[str, int], *,
     handler_type: int = UNW_FLAG_EHANDLER,
-) -> tuple[int, int, int] | None:
+) -> tuple[int, int, int]:
     """RtlVirtualUnwind: turn ``regs`` (CONTEXT names) into the caller's registers, in place.
 
-    Returns (handler, handler data, establisher frame) when the function has a handler of
-    ``handler_type`` and ``pc`` is past its prolog, else None.
+    Returns (handler, handler data, establisher frame); handler and data are 0 unless the
+    function has a handler of ``handler_type`` and ``pc`` is past its prolog.
     """
     base = entry.image_base
     begin, unwind_rva = entry.begin, entry.unwind
@@ -177,6 +177,6 @@ def virtual_unwind(
         regs["Rip"] = read_q(regs["Rsp"])
         regs["Rsp"] += 8
     if not flags & handler_type or in_prolog:
-        return None
+        return 0, 0, frame
     handler = base + struct.unpack("<I", mm.read(tail, 4))[0]
     return handler, tail + 4, frame
