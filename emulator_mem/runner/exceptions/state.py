@@ -72,7 +72,8 @@ class Dispatch:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Dispatch:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        """A record from the runner state (fields added later take their defaults)."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 
