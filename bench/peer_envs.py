@@ -69,7 +69,7 @@ class PeerSpec:
 
     name: str
     env: str | None  # directory under .venv-bench; None = our own .venv
-    requirement: str  # pip requirement (pinned)
+    requirement: str  # pip requirement(s), pinned, separated by spaces
     imports: tuple[str, ...]  # must import for the env to count as usable
     driver: str
     variant: str = ""
@@ -109,6 +109,16 @@ _VARIANTS: dict[str, PeerSpec] = {
         _PEERS["dumpulator"].imports,
         "dumpulator_driver.py",
         "lazy",
+    ),
+    # qiling with emulator_mem's MemoryManager attached to its Uc (issue 17): its own venv,
+    # because our package needs two pure dependencies qiling's env lacks
+    "qiling_mm": PeerSpec(
+        "qiling_mm",
+        "qiling_mm",
+        "qiling==1.4.6 sortedcontainers>=2.4 zstandard>=0.22",
+        ("qiling", "sortedcontainers", "zstandard"),
+        "qiling_driver.py",
+        "mem_mm",
     ),
     "qiling_heap": PeerSpec(
         "qiling_heap",
@@ -232,7 +242,7 @@ def _install(env_dir: Path, python: Path, spec: PeerSpec) -> str:
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                spec.requirement,
+                *spec.requirement.split(),
             ],
         ),
     ]

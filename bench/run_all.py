@@ -151,6 +151,61 @@ def section_batch(batch: dict[str, Any] | None) -> list[str]:
     return out + list(batch["markdown"]) + [""]
 
 
+def run_under_qiling(peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """qiling with and without the manager on its Uc: the shellcode comparison (its report,
+    output, exit code, registers, regions) and its ql.mem path at 1k and 10k allocations."""
+    import json
+    import subprocess
+
+    import peer_envs
+
+    env = peer_envs.ensure_env("qiling_mm")
+    if not env.ok:
+        return {"skipped": env.reason}
+    proc = subprocess.run([str(env.python), str(HERE / "peers" / "qiling_compare.py")],
+                          capture_output=True, text=True, timeout=300, cwd=HERE.parent)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    compare = json.loads(lines[-1]) if lines else {"error": proc.stderr[-500:]}
+    runs = [r for r in peers if r.get("peer") == "qiling"]  # plain qiling ran with the peers
+    for live in PEER_SIZES:
+        r = peer_envs.run_peer("qiling_mm", live, peer_envs.DEFAULT_OPS, peer_envs.DEFAULT_BUDGET)
+        print(f"  qiling_mm {live}: {r.get('skipped') or r.get('error') or 'ok'}", flush=True)
+        runs.append(r)
+    return {"compare": compare, "runs": runs}
+
+
+def section_qiling(q: dict[str, Any] | None) -> list[str]:
+    out = ["## 7. Under an existing emulator: qiling 1.4.6 with the manager on its Uc", "",
+           "qiling unmodified, in its own venv; `MemoryManager(uc)` attached right after qiling "
+           "creates its `Uc` (bench/peers/qiling_driver.py `attach_memory_manager`).", ""]
+    if q is None:
+        return out + ["(not run)", ""]
+    if "skipped" in q:
+        return out + [f"(skipped: {q['skipped']})", ""]
+    c = q["compare"]
+    if "error" in c:
+        out.append(f"Shellcode comparison failed: {c['error']}")
+    else:
+        fields = ", ".join(f"{k} {'same' if v else 'DIFFERENT'}" for k, v in c["fields"].items())
+        out.append(f"x86-64 shellcode (mmap, mprotect RX + call, partial munmap, write, exit) run "
+                   f"plain and with the manager (attached: {c.get('attached')}): "
+                   f"**{'identical' if c['same'] else 'different'}** — {fields}; "
+                   f"stdout {c['plain']['stdout']!r}, exit code {c['plain']['exit_code']}.")
+    out += ["", "qiling's own allocation path (`ql.mem.map_anywhere`/`protect`/`unmap`, 64 KiB "
+            "allocations, one partial protect round trip per op):", "",
+            "| qiling | live | alloc/s | query/s | protect/s | free/s | note |",
+            "|---|---|---|---|---|---|---|"]
+    for r in q["runs"]:
+        who = "with the manager" if r.get("peer") == "qiling_mm" else "plain"
+        note = r.get("skipped") or r.get("error") or ""
+        if r.get("live_reached"):
+            note = f"{note} (reached {r['live_reached']:,})"
+        out.append(f"| {who} | {r.get('live', 0):,} | {fmt(r.get('alloc_per_s'))} | "
+                   f"{fmt(r.get('query_per_s'))} | {fmt(r.get('protect_per_s'), 1)} | "
+                   f"{fmt(r.get('free_per_s'))} | {str(note)[:100]} |")
+    return out + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="run every benchmark, write RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -185,6 +240,10 @@ def main() -> None:
                 r = peer_envs.run_peer(peer, live, peer_envs.DEFAULT_OPS, peer_envs.DEFAULT_BUDGET)
                 print(f"  {peer} {live}: {r.get('skipped') or r.get('error') or 'ok'}", flush=True)
                 peers.append(r)
+    qiling = None
+    if not args.no_peers:
+        print("qiling with and without the manager...", flush=True)
+        qiling = run_under_qiling(peers)
     lines = ["# emulator-mem benchmark results", "", "Written by `make bench` (`bench/run_all.py`).", "",
              *machine_facts(), f"- total run time: {time.perf_counter() - t0:.0f} s", ""]
     lines += section_bookkeeping(core, peers)
@@ -193,6 +252,7 @@ def main() -> None:
     lines += section_mapped(mapped)
     lines += section_allocators(alloc)
     lines += section_batch(batch)
+    lines += section_qiling(qiling)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {args.out}")

@@ -14,6 +14,11 @@ Variants:
   loop ``change_mapinfo`` itself uses; ``QlMemoryManager`` has no by-address query);
   protect = ``ql.mem.protect`` (``uc.mem_protect`` + ``change_mapinfo`` split);
   free = ``ql.mem.unmap``.
+* ``mem_mm``: ``mem`` with emulator_mem's ``MemoryManager`` attached to qiling's ``Uc``
+  right after qiling creates it (see :func:`attach_memory_manager`; qiling itself is
+  unmodified): the same ``ql.mem`` calls, whose ``uc.mem_map``/``mem_protect``/
+  ``mem_unmap`` now go through the manager (runs in the ``qiling_mm`` venv, which also
+  has our package's dependencies).
 * ``heap``: what qiling's Windows API hooks actually do: ``VirtualAlloc`` =
   ``ql.os.heap.alloc``, ``VirtualQuery`` = scan of ``ql.os.heap.chunks``,
   ``VirtualFree`` = ``ql.os.heap.free`` (marks the chunk unused, never unmaps).
@@ -34,6 +39,27 @@ from qiling.const import QL_ARCH, QL_OS, QL_VERBOSE
 from unicorn import UC_PROT_READ, UC_PROT_WRITE
 
 _RW = UC_PROT_READ | UC_PROT_WRITE
+
+
+def attach_memory_manager() -> None:
+    """Make qiling's x86 ``Uc`` come with a ``MemoryManager`` attached from the start.
+
+    qiling builds its CPU with ``Uc(...)`` in ``qiling.arch.x86``; that module-level name
+    is pointed at a factory that creates the ``Uc`` and attaches the manager before qiling
+    maps anything. Our package comes from this repository (the venv has its dependencies).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import qiling.arch.x86 as x86_arch
+    from unicorn import Uc
+
+    from emulator_mem import MemoryManager
+
+    def managed_uc(arch: int, mode: int) -> Uc:
+        uc = Uc(arch, mode)
+        MemoryManager(uc)
+        return uc
+
+    x86_arch.Uc = managed_uc  # type: ignore[assignment]
 
 
 def _boot() -> Qiling:
@@ -109,6 +135,11 @@ class QilingHeap(QilingMem):
             raise KeyError(hex(base))
 
 
+def _managed() -> QilingMem:
+    attach_memory_manager()
+    return QilingMem()
+
+
 def _versions() -> tuple[str, str]:
     return dist_version("qiling"), dist_version("unicorn")
 
@@ -116,6 +147,8 @@ def _versions() -> tuple[str, str]:
 def _note(args: argparse.Namespace) -> str:
     if args.variant == "heap":
         return "ql.os.heap as kernel32 VirtualAlloc/Query/Free hooks use it; VirtualProtect no-op"
+    if args.variant == "mem_mm":
+        return "ql.mem.map_anywhere/protect/unmap with emulator_mem's MemoryManager on qiling's Uc"
     return "ql.mem.map_anywhere/protect/unmap on a Windows Qiling booted from shellcode"
 
 
@@ -123,6 +156,6 @@ if __name__ == "__main__":
     main(
         "qiling",
         _versions,
-        lambda a: QilingHeap() if a.variant == "heap" else QilingMem(),
+        lambda a: {"heap": QilingHeap, "mem_mm": _managed}.get(a.variant, QilingMem)(),
         _note,
     )
