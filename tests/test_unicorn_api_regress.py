@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from uc_diff import MODES, Probe, assert_same
 from unicorn import (
     UC_HOOK_MEM_READ,
     UC_HOOK_MEM_READ_PROT,
@@ -22,8 +23,6 @@ from unicorn import (
     UC_PROT_WRITE,
     UC_TLB_VIRTUAL,
 )
-
-from uc_diff import MODES, Probe, assert_same
 
 mode = pytest.mark.parametrize("mode", list(MODES.values()), ids=list(MODES))
 

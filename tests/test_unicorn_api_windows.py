@@ -217,4 +217,5 @@ def test_rollback_and_snapshots_cover_unicorn_mappings(uc_mode: int) -> None:
     blob.seek(0)
     load_snapshot(mm2, blob)
     assert uc2.mem_read(0x400000, 6) == b"before"
-    assert [r[:2] for r in uc2.mem_regions()] == [(0x400000, 0x400FFF), (0x401000, 0x401FFF), (0x402000, 0x402FFF)]
+    assert [r[:2] for r in uc2.mem_regions()] == [
+        (0x400000, 0x400FFF), (0x401000, 0x401FFF), (0x402000, 0x402FFF)]
