@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import constants as C
+from ..windows import constants as C
 from ..runner.report import EXCEPTION_NAMES
 from ..space import RegionKind, page_round_up
 from .model import Region, RunReport, TypeTotals
 
 if TYPE_CHECKING:
     from ..manager import MemoryManager
-    from ..records import MemoryBasicInformation
+    from ..space.records import MemoryBasicInformation
     from ..runner import Process
     from .history import HistoryRecorder
 

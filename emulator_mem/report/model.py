@@ -3,7 +3,8 @@
 The renderer (:mod:`emulator_mem.report.render`) is a pure function of a :class:`RunReport`,
 so a report can be rendered from anything that fills these records — a live process
 (:mod:`emulator_mem.report.collect`), a snapshot, or a test that writes them by hand — and
-nothing here knows about Unicorn, the manager or the runner. Field names follow Windows
+nothing here knows about Unicorn, the manager or the runner (the event kinds are the
+address space's own names, :class:`~emulator_mem.space.events.LayoutEvent`). Field names follow Windows
 where a Windows structure exists (MEMORY_BASIC_INFORMATION); numbers stay plain ints.
 """
 
@@ -11,22 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..space.events import LayoutEvent
+
 #: what a bar is coloured by: the VirtualQuery Type, with MMIO told apart from mapped views
 CATEGORIES = ("image", "mapped", "private", "mmio")
 
-#: what the history records, in the order the timeline draws its lanes
-EVENT_KINDS = (
-    "allocate",      # reserve and/or commit a new allocation (VirtualAlloc, the loader)
-    "commit",        # MEM_COMMIT inside an existing reservation
-    "protect",       # VirtualProtect / NtProtectVirtualMemory
-    "decommit",      # MEM_DECOMMIT
-    "release",       # MEM_RELEASE (the whole allocation, or part of one)
-    "map_view",      # a section view or an image mapped
-    "unmap_view",    # a view unmapped
-    "write_watch",   # first write to a write-watched page since its last reset
-    "guard_page",    # a PAGE_GUARD page touched (STATUS_GUARD_PAGE_VIOLATION)
-    "exception",     # the unhandled exception that ended the process
-)
+#: what the history records, in the order the timeline draws its lanes (see LayoutEvent)
+EVENT_KINDS = tuple(kind.value for kind in LayoutEvent)
 
 
 @dataclass(frozen=True, slots=True)
