@@ -2,8 +2,10 @@
 
     emulator-mem run FILE [--max-instructions N] [--trace] [--hook NAME[:k=v,...]]...
                           [--snapshot-at N --snapshot-out F] [--progress-every N]
+                          [--report OUT.html]
     emulator-mem run --resume F [same options]
     emulator-mem vmmap FILE|SNAPSHOT [--json] [--free] [--run] [--max-instructions N]
+                                     [--html OUT.html]
     emulator-mem snapshot info FILE [--json]
     emulator-mem batch PROGRAM... | --snapshot S --inputs DIR --input-at LOC [--workers N]
                        [--backend local|ray] [--out results.jsonl]   (see emulator_mem.batch.command)
@@ -27,10 +29,12 @@ from typing import Any
 from .batch import command as batch_command
 from .errors import EmulatorMemError
 from .report import vmmap
+from .report.collect import collect, exit_line
+from .report.history import HistoryRecorder
+from .report.render import render_html
 from .runner import Process, RunResult
 from .runner.persist import read_runner_state
 from .runner.plugins import parse_spec
-from .runner.report import EXCEPTION_NAMES
 from .snapshot.file import snapshot_info
 
 EXIT_OK, EXIT_GUEST_FAILED, EXIT_ERROR, EXIT_LIMIT = 0, 1, 2, 3
@@ -78,10 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (args.snapshot_at is None) != (args.snapshot_out is None):
         print("emulator-mem: --snapshot-at and --snapshot-out go together", file=sys.stderr)
         return EXIT_ERROR
+    recorder = HistoryRecorder() if args.report else None
     if args.resume is not None:
         process = Process.resume(args.resume, stdout=_stdout_sink, stderr=_stderr_sink)
+        if recorder is not None:  # the history starts here: a snapshot does not keep one
+            process.observer = recorder
+            recorder.attach(process)
     elif args.file is not None:
-        process = Process.load_file(args.file, stdout=_stdout_sink, stderr=_stderr_sink)
+        process = Process.load_file(args.file, stdout=_stdout_sink, stderr=_stderr_sink, observer=recorder)
     else:
         print("emulator-mem: run needs FILE or --resume SNAPSHOT", file=sys.stderr)
         return EXIT_ERROR
@@ -109,7 +117,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.snapshot is not None:
         print(f"[emulator-mem] snapshot written to {result.snapshot} after {args.snapshot_at:,} "
               "instructions", file=sys.stderr)
-    return _report(result)
+    status = _report(result)
+    if args.report:
+        source = args.file if args.file is not None else args.resume
+        _write_report(args.report, render_html(collect(process, recorder, source=str(source))))
+    return status
+
+
+def _write_report(path: str, page: str) -> None:
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise EmulatorMemError(f"cannot write {path}: {exc}") from exc
+    print(f"[emulator-mem] report written to {path}", file=sys.stderr)
 
 
 def _report(result: RunResult) -> int:
@@ -118,30 +138,33 @@ def _report(result: RunResult) -> int:
         out.write("\n")
     if result.exception is not None:
         out.write(result.exception.describe() + "\n")
-    if result.exit_code is None:
-        out.write(f"--- stopped by the instruction limit after {result.instructions:,} instructions "
-                  "(the process is still running)\n")
-        out.flush()
-        return EXIT_LIMIT
-    name = EXCEPTION_NAMES.get(result.exit_code, "")
-    label = f" {name}" if name else f" ({result.exit_code})"
-    out.write(f"--- process exited with code {result.exit_code:#010x}{label}\n")
+    out.write(exit_line(result.exit_code, result.instructions) + "\n")
     out.flush()
+    if result.exit_code is None:
+        return EXIT_LIMIT
     return EXIT_OK if result.exit_code == 0 else EXIT_GUEST_FAILED
 
 
 # -- vmmap ---------------------------------------------------------------------------------
 def cmd_vmmap(args: argparse.Namespace) -> int:
     path = Path(args.target)
+    recorder: HistoryRecorder | None = None
     if _is_snapshot(path):
         process = Process.resume(path)
-        origin = "snapshot"
+        origin, history = "snapshot", "not recorded: the process was loaded from a snapshot"
     else:
-        process = Process.load_file(path)
-        origin = "image"
-        if args.run or args.max_instructions is not None:
+        ran = args.run or args.max_instructions is not None
+        recorder = HistoryRecorder() if args.html and ran else None
+        process = Process.load_file(path, observer=recorder)
+        origin, history = "image", "not recorded: the image was mapped, not run (add --run)"
+        if ran:
             process.run(args.max_instructions)
+            origin = "run"
     mm = process.mm
+    if args.html:
+        report = collect(process, recorder, source=str(path), origin=origin, history=history)
+        _write_report(args.html, render_html(report))
+        return EXIT_OK
     if args.json:
         doc: dict[str, Any] = {
             "source": str(path), "origin": origin, "bits": 64 if mm.is_64bit else 32,
@@ -218,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="F", help="continue the process saved in snapshot F")
     run.add_argument("--progress-every", type=_int, default=DEFAULT_PROGRESS, metavar="N",
                      help=f"report progress every N instructions (0: never; default {DEFAULT_PROGRESS:,})")
+    run.add_argument("--report", metavar="OUT.html",
+                     help="record the memory history and write an HTML report (map, timeline, totals)")
     run.set_defaults(func=cmd_run)
 
     vm = sub.add_parser("vmmap", help="print the address space of a PE file or a snapshot")
@@ -226,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--free", action="store_true", help="include free regions")
     vm.add_argument("--run", action="store_true", help="run the PE to its end first")
     vm.add_argument("--max-instructions", type=_int, metavar="N", help="run the PE for N instructions first")
+    vm.add_argument("--html", metavar="OUT.html",
+                    help="write the map as a self-contained HTML page (with the history when run)")
     vm.set_defaults(func=cmd_vmmap)
 
     snap = sub.add_parser("snapshot", help="inspect snapshot files")

@@ -43,6 +43,7 @@ from .space.address_space import (
     page_round_down,
     page_round_up,
 )
+from .space.events import LayoutEvent, LayoutObserver
 from .space.records import AllocationInfo, MemoryBasicInformation, MemoryStats, RegionInfo
 from .ucapi import UnicornApi
 from .ucapi import install as _install_unicorn_api
@@ -85,8 +86,24 @@ class MemoryManager:
             self, lambda section, address: image_map.map_image_section(self, section, address))
         #: mapped PE images by base (sections, entry point, imports, exports)
         self.images: dict[int, MappedImage] = {}
+        #: told about every layout change after it is made (see :meth:`observe`)
+        self.observers: list[LayoutObserver] = []
         #: Unicorn's own memory API on this Uc, in virtual addresses (see emulator_mem.ucapi)
         self.unicorn: UnicornApi = _install_unicorn_api(self)
+
+    def observe(self, observer: LayoutObserver) -> None:
+        """Tell ``observer`` about every later layout change and write-watch hit.
+
+        For recorders such as the HTML report's history: calls come from the few methods
+        that change the layout, after the change, never per instruction or access.
+        """
+        self.observers.append(observer)
+        self.mmu.write_watch_observers.append(observer)
+
+    def _notify(self, kind: LayoutEvent, alloc: Allocation, address: int, size: int,
+                protect: int = 0, old_protect: int = 0) -> None:
+        for observer in self.observers:
+            observer.layout_event(kind, alloc, address, size, protect, old_protect)
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -169,6 +186,9 @@ class MemoryManager:
             alloc.set_pages(0, alloc.page_count, protect)
         self.space.insert(alloc)
         self.mmu.trap.untrap(base, base + size)
+        if self.observers:
+            kind = LayoutEvent.ALLOCATE if alloc.kind is RegionKind.PRIVATE else LayoutEvent.MAP_VIEW
+            self._notify(kind, alloc, base, size, protect)
         return alloc
 
     def commit(self, address: int, size: int, protect: int) -> int:
@@ -189,6 +209,9 @@ class MemoryManager:
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
             self.mmu.flush()
+        if self.observers:
+            self._notify(LayoutEvent.COMMIT, alloc, alloc.base + (first << PAGE_SHIFT),
+                         (last - first) << PAGE_SHIFT, protect)
         return alloc.base + (first << PAGE_SHIFT)
 
     def decommit(self, address: int, size: int) -> int:
@@ -206,6 +229,9 @@ class MemoryManager:
         writewatch.decommitted(alloc, first, last)
         self.space.set_pages(alloc, first, last, 0)
         self.mmu.flush()
+        if self.observers:
+            self._notify(LayoutEvent.DECOMMIT, alloc, alloc.base + (first << PAGE_SHIFT),
+                         (last - first) << PAGE_SHIFT)
         return alloc.base + (first << PAGE_SHIFT)
 
     def release(self, address: int, size: int = 0) -> int:
@@ -263,6 +289,8 @@ class MemoryManager:
         for piece in pieces:
             self.space.insert(piece)
         self.mmu.flush()
+        if self.observers:
+            self._notify(LayoutEvent.RELEASE, alloc, start, end - start)
         return end - start
 
     def release_allocation(self, alloc: Allocation) -> None:
@@ -274,6 +302,9 @@ class MemoryManager:
             self.mmu.watched_allocations -= 1
         self.space.remove(alloc)
         self.mmu.flush()
+        if self.observers:
+            kind = LayoutEvent.RELEASE if alloc.kind is RegionKind.PRIVATE else LayoutEvent.UNMAP_VIEW
+            self._notify(kind, alloc, alloc.base, alloc.size)
 
     def _drop_contents(self, alloc: Allocation, first: int, last: int) -> None:
         """Zero the identity pages of [first, last) and free their private copies."""
@@ -312,6 +343,9 @@ class MemoryManager:
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         if need_flush:
             self.mmu.flush()
+        if self.observers:
+            self._notify(LayoutEvent.PROTECT, alloc, alloc.base + (first << PAGE_SHIFT),
+                         (last - first) << PAGE_SHIFT, protect, old)
         return old
 
     def _narrows(self, alloc: Allocation, first: int, last: int, protect: int) -> bool:

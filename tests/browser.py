@@ -190,7 +190,8 @@ class Browser:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             metrics = self.page("Page.getLayoutMetrics")["cssContentSize"]
-            params["clip"] = {"x": 0, "y": 0, "width": metrics["width"], "height": metrics["height"], "scale": 1}
+            params["clip"] = {"x": 0, "y": 0, "width": metrics["width"], "height": metrics["height"],
+                              "scale": 1}
             params["captureBeyondViewport"] = True
         data = self.page("Page.captureScreenshot", **params)["data"]
         Path(path).write_bytes(base64.b64decode(data))

@@ -29,7 +29,8 @@ def _report(tmp: Path, sample: str) -> Path:
     out = tmp / f"{sample}.html"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [sys.executable, "-m", "emulator_mem.cli", "run", str(SAMPLES / f"{sample}.exe"), "--report", str(out)],
+        [sys.executable, "-m", "emulator_mem.cli", "run", str(SAMPLES / f"{sample}.exe"),
+         "--report", str(out)],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -110,10 +111,15 @@ def test_timeline_holds_the_unpackers_virtual_protect(pages: dict[str, Path], br
     # samples/src/unpack32.asm: VirtualProtect(buffer, size, PAGE_EXECUTE_READ, &old) on an RW buffer
     assert protects, rows
     assert any("RW → RX" in r and "kernel32.dll!VirtualProtect(" in r and "0x20" in r for r in protects)
-    # the timeline has a marker in the protect lane; hovering it names the call
-    browser.hover('#timeline circle[data-kind="protect"]')
-    tip = _tip(browser)
-    assert tip is not None and "kernel32.dll!VirtualProtect" in tip
+    # the timeline has markers in the protect lane (the loader's stub page, the unpacker's
+    # buffer); hovering them shows the unpacker's call
+    markers = browser.evaluate(
+        "[...document.querySelectorAll('#timeline circle[data-kind=\"protect\"]')].map(c => c.dataset.bin)")
+    tips = []
+    for marker in markers:
+        browser.hover(f'#timeline circle[data-bin="{marker}"]')
+        tips.append(_tip(browser) or "")
+    assert any("kernel32.dll!VirtualProtect" in t and "RW → RX" in t for t in tips), tips
     # the allocation it protected came from VirtualAlloc, and was released by VirtualFree
     assert any("allocate" in r and "VirtualAlloc" in r for r in rows)
     assert any("release" in r and "VirtualFree" in r for r in rows)

@@ -37,6 +37,7 @@ from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_RIP
 
 from ..space.address_space import AddressSpace, Allocation, RegionKind
+from ..space.events import WriteWatchObserver
 from ..windows import constants as C
 from ..windows.protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
@@ -74,6 +75,8 @@ class MMU:
         self.fault: Fault | None = None
         self.logs: list[DirtyLog] = phys.logs  # one list: guest misses and host writes
         self.watched_allocations = 0  # allocations with MEM_WRITE_WATCH
+        #: told about the first write to a write-watched page since its reset (report history)
+        self.write_watch_observers: list[WriteWatchObserver] = []
         self.misses = 0
         self.flushes = 0
         self._since_flush = 0
@@ -295,6 +298,9 @@ class MMU:
         """
         watch = alloc.write_watch
         if watch is not None:
+            if self.write_watch_observers and index not in watch:
+                for observer in self.write_watch_observers:
+                    observer.write_watch_hit(alloc, alloc.base + (index << 12))
             watch.add(index)
         if self.logs and alloc.kind is not RegionKind.MMIO:
             for log in self.logs:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..windows import constants as C
 from ..runner.report import EXCEPTION_NAMES
 from ..space import RegionKind, page_round_up
+from ..windows import constants as C
 from .model import Region, RunReport, TypeTotals
 
 if TYPE_CHECKING:
     from ..manager import MemoryManager
-    from ..space.records import MemoryBasicInformation
     from ..runner import Process
+    from ..space.records import MemoryBasicInformation
     from .history import HistoryRecorder
 
 CONSOLE_LIMIT = 64 * 1024  # bytes of console output a report keeps

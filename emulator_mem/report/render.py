@@ -123,7 +123,9 @@ def render_html(report: RunReport) -> str:
     if report.console:
         console = ("<section><h2>Console output</h2><pre id='console'>"
                    f"{html.escape(report.console)}</pre></section>")
-    history_note = "" if report.history == "recorded" else f"<p class='note'>History {html.escape(report.history)}.</p>"
+    history_note = ""
+    if report.history != "recorded":
+        history_note = f"<p class='note'>History {html.escape(report.history)}.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -10,7 +10,7 @@
   const NS = "http://www.w3.org/2000/svg";
   const MAX_BARS = 1500, PAGE_ROWS = 400;
   const W = Math.max(760, Math.min(1260, document.getElementById("map").clientWidth || 1180));
-  const HEXW = D.bits === 64 ? 14 : 10;
+  const HEXW = D.bits === 64 ? 16 : 8;  // hex digits, as the vmmap table prints them
 
   // -- Windows names ------------------------------------------------------------------
   const PROT = {0x01: "PAGE_NOACCESS", 0x02: "PAGE_READONLY", 0x04: "PAGE_READWRITE",
@@ -57,7 +57,7 @@
     if (a && a.base === r[5] && a.end === r[0]) { a.last = i; a.end = r[0] + r[1]; if (S[r[8]]) a.named = true; }
     else allocs.push({first: i, last: i, base: r[5], end: r[0] + r[1], named: !!S[r[8]], cat: r[7]});
   }
-  function pieceWidth(size) { return 10 + 8 * Math.log2(Math.max(1, size / 4096)); }
+  function pieceWidth(size) { return 14 + 9 * Math.log2(Math.max(1, size / 4096)); }
   function gapWidth(size) { return Math.min(34, 5 + 2.2 * Math.log2(Math.max(1, size / 65536))); }
   // Items in address order: {kind: "alloc"|"agg"|"gap", ...}
   const items = [];
@@ -91,7 +91,7 @@
   addGap(D.highest);
 
   // -- the map -------------------------------------------------------------------------
-  const LABEL_W = HEXW * 7 + 26, ROW_H = 44, BAR_Y = 16, BAR_H = 22;
+  const LABEL_W = HEXW * 7 + 26, ROW_H = 52, BAR_Y = 18, BAR_H = 28;
   const mapDiv = document.getElementById("map");
   const svg = el("svg", {width: W, "data-bars": 0});
   const defs = el("defs", {}, svg);
@@ -295,7 +295,7 @@
       if (kind === "protect") prot = `${esc(protShort(e[5]))} → ${esc(protShort(e[4]))}`;
       const api = e[7] >= 0 ? `<a href="#" class="api" data-call="${e[7]}">${esc(callText(e[7]))}</a>` : esc(S[e[8]] || "—");
       return `<tr class="ev k-row-${kind}${hl ? " hl" : ""}" data-i="${i}"><td class="num">${i}</td>` +
-        `<td class="num">${e[0].toLocaleString("en-US")}</td><td><span class="k-${kind}" style="color:inherit">■</span> ${KIND_LABEL[kind]}</td>` +
+        `<td class="num">${e[0].toLocaleString("en-US")}</td><td><span class="k-${kind}">■</span> ${KIND_LABEL[kind]}</td>` +
         `<td class="addr"><a href="#" class="api" data-addr="${e[2]}">${e[2]}</a></td><td class="num">${e[3] ? hex(e[3]) : ""}</td>` +
         `<td>${prot}</td><td>${esc(S[e[6]])}</td><td>${api}${e[7] >= 0 && S[e[8]] ? " · " + esc(S[e[8]]) : ""}</td></tr>`;
     },
@@ -344,11 +344,12 @@
     if (!b) bins.set(key, b = {kind: KINDS[e[1]], x: xOf(e[0]), events: []});
     b.events.push(i);
   });
+  let nbin = 0;
   for (const b of bins.values()) {
     const li = lanes.indexOf(b.kind), n = b.events.length;
     const r = Math.min(8, 3.5 + Math.log2(n));
     const c = el("circle", {cx: b.x, cy: TL_TOP + li * LANE_H + LANE_H / 2, r: r, class: "mark k-" + b.kind,
-      "data-kind": b.kind, "data-count": n}, tsvg);
+      "data-kind": b.kind, "data-count": n, "data-bin": nbin++}, tsvg);
     c.__bin = b;
   }
   function binHtml(b) {

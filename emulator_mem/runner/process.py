@@ -59,6 +59,7 @@ from .environment import ThreadEnvironment
 from .exceptions import NESTED_STUB, RETURN_STUB, ExceptionDispatcher
 from .guest import DeviceRecord
 from .heap import ProcessHeap
+from .observer import RunObserver
 from .persist import load_process, save_process
 from .plugins import HookHandle, install_plugin
 from .report import GuestException
@@ -67,6 +68,10 @@ from .stubs import EXIT_SPEC, RUNNER_DLL, StubTable
 HLT = 0xF4
 
 DEFAULT_CHUNK = 1_000_000  # instructions per emu_start
+#: with an observer: the shortest chunk, and the fraction of the run so far a chunk may be
+#: while the guest is calling APIs (1/1024: about a pixel of a timeline)
+OBSERVED_MIN_CHUNK = 256
+OBSERVED_CHUNK_SHIFT = 10
 DEFAULT_PROGRESS = 50_000_000
 Progress = Callable[[int, float], None]
 
@@ -107,6 +112,10 @@ class Process:
         self.instructions = 0
         #: a text stream that receives one line per API call (``--trace``), or None
         self.api_trace: IO[str] | None = None
+        #: told about API calls, faults and the final exception (the report's history)
+        self.observer: RunObserver | None = None
+        self._observed_chunk = OBSERVED_MIN_CHUNK
+        self._busy = False  # an API call or a fault happened in the current chunk
         self._interrupt: int | None = None
         #: vectored handlers, the unhandled filter and the exceptions being dispatched
         self.exceptions = ExceptionDispatcher(self)
@@ -116,17 +125,21 @@ class Process:
     @classmethod
     def load(
         cls, image: bytes, name: str = "image.exe", *, stdout: Sink | None = None,
-        stderr: Sink | None = None, base: int | None = None,
+        stderr: Sink | None = None, base: int | None = None, observer: RunObserver | None = None,
     ) -> Process:
         """Map ``image`` (PE32 or PE32+) into a fresh CPU and prepare it to run its entry point.
 
         ``base`` maps the image elsewhere than its ImageBase (it must be relocatable), as
-        ASLR would; ``stdout``/``stderr`` receive console output as it is written.
+        ASLR would; ``stdout``/``stderr`` receive console output as it is written;
+        ``observer`` sees the run from the loader's first allocation on.
         """
         layout = parse_image(bytes(image))
         uc = Uc(UC_ARCH_X86, UC_MODE_64 if layout.is_64bit else UC_MODE_32)
         mm = MemoryManager(uc)
         process = cls(uc, mm, Console(stdout, stderr))
+        if observer is not None:
+            process.observer = observer
+            observer.attach(process)
         shared_data.create(mm)  # first: on 32-bit, MEM_TOP_DOWN then lands below it
         base = map_layout(mm, layout, base, name)
         mapped = mm.images[base]
@@ -220,12 +233,18 @@ class Process:
     def dispatch(self, spec: ApiSpec) -> None:
         """Run the handler of the stub the CPU has reached; the stub's ``ret`` follows."""
         args: list[int] = []
+        observer = self.observer
         try:
             args = self.abi.read_args(self.uc, self.mm, spec.argc)
+            if observer is not None:
+                self._busy = True
+                observer.api_call(spec.qualified, args, self._return_address())
             result = spec.handler(ApiCall(self, spec, args))
         except MemoryAccessError:  # a bad guest pointer: the call fails as kernel32's probes make it
             self.k32.SetLastError(C.ERROR_NOACCESS)
             result = 0
+        if observer is not None:
+            observer.api_return(None if result is None else result & self.abi.ptr_mask)
         if result is not None:
             self.abi.set_result(self.uc, result)
         if self.env is not None:
@@ -234,6 +253,11 @@ class Process:
             shown = ", ".join(f"{a:#x}" for a in args)
             ret = "" if result is None else f" = {result & self.abi.ptr_mask:#x}"
             self.api_trace.write(f"[api] {spec.qualified}({shown}){ret}\n")
+
+    def _return_address(self) -> int:
+        """At a stub, [SP] is the caller's return address (stdcall and x64 alike)."""
+        data = self.mm.try_read(self.abi.sp(self.uc), self.abi.ptr_size)
+        return 0 if data is None else self.abi.unpack_ptr(data)
 
     def terminate(self, exit_code: int) -> None:
         """ExitProcess: record the exit code and stop the CPU (from inside a hook)."""
@@ -276,7 +300,12 @@ class Process:
         With ``snapshot_at``, the process is saved to ``snapshot_to`` once that many
         instructions of this call have run, and the run continues. ``progress(total, seconds)``
         is called after each chunk that crosses a multiple of ``progress_every`` instructions.
-        ``chunk`` is the most instructions one ``emu_start`` may run.
+        ``chunk`` is the most instructions one ``emu_start`` may run. With an
+        :attr:`observer`, chunks are short while the guest calls APIs (the larger of
+        256 instructions and 1/1024 of the run so far) and double while it computes, so
+        that what the observer sees is placed on the instruction axis that precisely at
+        little cost: Unicorn reports how many instructions ran only when ``emu_start``
+        returns.
         """
         if chunk <= 0 or progress_every <= 0:
             raise RunnerError("chunk and progress_every must be positive")
@@ -299,9 +328,17 @@ class Process:
             if budget <= 0:
                 limit_reached = True
                 break
+            if self.observer is not None:
+                budget = min(budget, self._observed_chunk)
+                self.observer.chunk_start(budget)
+                self._busy = False
             done = self._run_chunk(budget)
             ran += done
             before, self.instructions = self.instructions, self.instructions + done
+            if self.observer is not None:
+                self._observed_chunk = (
+                    max(OBSERVED_MIN_CHUNK, self.instructions >> OBSERVED_CHUNK_SHIFT) if self._busy
+                    else min(chunk, 2 * self._observed_chunk))
             if progress is not None and before // progress_every != self.instructions // progress_every:
                 progress(self.instructions, time.monotonic() - started)
         return RunResult(self.exit_code, bytes(self.console.stdout), bytes(self.console.stderr),
@@ -351,13 +388,20 @@ class Process:
             self.exceptions.raise_exception(code, [], pc)
             return True
         env = self._require_env()
+        observer = self.observer
         if fault.is_guard_page and env.in_stack(fault.address):
             # the kernel grows the stack; no handler sees this guard page
             status = env.grow_stack(self.mm, fault)
+            if observer is not None:
+                self._busy = True
+                observer.guest_fault(fault, "stack grew" if status is None else "stack overflow")
             if status is None:
                 return False
             self.exceptions.raise_exception(status, [fault.access, fault.address], pc)
             return True
+        if observer is not None:
+            self._busy = True
+            observer.guest_fault(fault, "exception raised in the guest")
         self.exceptions.raise_exception(fault.status, [fault.access, fault.address], pc)
         return True
 
@@ -380,6 +424,8 @@ class Process:
         self.exception = report.capture(self.uc, self.mm, code, information, address=address,
                                         location=self.describe_address(pc))
         self.exit_code = code & 0xFFFFFFFF
+        if self.observer is not None:
+            self.observer.guest_exception(self.exception)
 
     # -- introspection -----------------------------------------------------------------
     def describe_address(self, address: int) -> str:

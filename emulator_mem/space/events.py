@@ -31,7 +31,15 @@ class LayoutEvent(str, Enum):
     EXCEPTION = "exception"  # the unhandled exception that ended the process (runner)
 
 
-class LayoutObserver(Protocol):
+class WriteWatchObserver(Protocol):
+    """What the MMU tells about write watch (it sees the first write miss of a page)."""
+
+    def write_watch_hit(self, alloc: Allocation, address: int) -> None:
+        """The page at ``address`` of a write-watched ``alloc`` was written for the first
+        time since its last reset."""
+
+
+class LayoutObserver(WriteWatchObserver, Protocol):
     """What ``MemoryManager.observe`` accepts."""
 
     def layout_event(self, kind: LayoutEvent, alloc: Allocation, address: int, size: int,
@@ -39,7 +47,3 @@ class LayoutObserver(Protocol):
         """``[address, address+size)`` of ``alloc`` changed; ``protect`` is the new
         protection (allocate, commit, protect, map_view), ``old_protect`` what VirtualProtect
         returns as the old one (protect only)."""
-
-    def write_watch_hit(self, alloc: Allocation, address: int) -> None:
-        """The page at ``address`` of a write-watched ``alloc`` was written for the first
-        time since its last reset."""
