@@ -159,10 +159,10 @@ def cmd_vmmap(args: argparse.Namespace) -> int:
         origin, history = "image", "not recorded: the image was mapped, not run (add --run)"
         if ran:
             process.run(args.max_instructions)
-            origin = "run"
     mm = process.mm
     if args.html:
-        report = collect(process, recorder, source=str(path), origin=origin, history=history)
+        shown = "run" if recorder is not None else origin
+        report = collect(process, recorder, source=str(path), origin=shown, history=history)
         _write_report(args.html, render_html(report))
         return EXIT_OK
     if args.json:

@@ -188,7 +188,7 @@ class MemoryManager:
         self.mmu.trap.untrap(base, base + size)
         if self.observers:
             kind = LayoutEvent.ALLOCATE if alloc.kind is RegionKind.PRIVATE else LayoutEvent.MAP_VIEW
-            self._notify(kind, alloc, base, size, protect)
+            self._notify(kind, alloc, base, size, protect if alloc.committed_pages else 0)
         return alloc
 
     def commit(self, address: int, size: int, protect: int) -> int:

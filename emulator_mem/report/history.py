@@ -28,7 +28,7 @@ from .model import ApiCallRecord, MemoryEvent, RunReport
 
 if TYPE_CHECKING:
     from ..mmu.faults import Fault
-    from ..runner import Process
+    from ..runner.observer import ObservedProcess
     from ..runner.report import GuestException
     from ..space import Allocation
 
@@ -53,13 +53,13 @@ class HistoryRecorder:
         self.dropped_events = 0
         self.dropped_calls = 0
         self.resolution = 0
-        self._process: Process | None = None
+        self._process: ObservedProcess | None = None
         self._call: int | None = None  # index of the API call in progress
         self._call_detail = ""
         self._chunk = 0  # budget of the chunk running now (0: the loader, before any chunk)
 
     # -- wiring --------------------------------------------------------------------------
-    def attach(self, process: Process) -> None:
+    def attach(self, process: ObservedProcess) -> None:
         """Start observing ``process`` (its manager included); called by ``Process.load``."""
         self._process = process
         process.mm.observe(self)

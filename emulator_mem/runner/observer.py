@@ -12,15 +12,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..manager import MemoryManager
     from ..mmu.faults import Fault
-    from .process import Process
     from .report import GuestException
+
+
+class ObservedProcess(Protocol):
+    """What an observer may read of the process it watches."""
+
+    mm: MemoryManager
+    instructions: int  # executed before the current chunk
 
 
 class RunObserver(Protocol):
     """Callbacks of one process's run, in the order things happen."""
 
-    def attach(self, process: Process) -> None:
+    def attach(self, process: ObservedProcess) -> None:
         """Called by ``Process.load`` before the image is mapped (so the loader's own
         allocations are seen too); the observer may observe ``process.mm`` as well."""
 

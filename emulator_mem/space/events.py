@@ -45,5 +45,6 @@ class LayoutObserver(WriteWatchObserver, Protocol):
     def layout_event(self, kind: LayoutEvent, alloc: Allocation, address: int, size: int,
                      protect: int, old_protect: int) -> None:
         """``[address, address+size)`` of ``alloc`` changed; ``protect`` is the new
-        protection (allocate, commit, protect, map_view), ``old_protect`` what VirtualProtect
-        returns as the old one (protect only)."""
+        protection (commit, protect; for allocate and map_view the AllocationProtect, or 0
+        when nothing was committed), ``old_protect`` what VirtualProtect returns as the old
+        one (protect only)."""
