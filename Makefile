@@ -25,6 +25,10 @@ demo: $(STAMP)
 		$(PY) -m emulator_mem.cli run $$exe; status=$$?; \
 		[ $$status -le 1 ] || exit $$status; \
 	done
+	@mkdir -p build
+	@echo; echo "=== emulator-mem run samples/bin/unpack32.exe --report build/unpack32-report.html"
+	@$(PY) -m emulator_mem.cli run samples/bin/unpack32.exe --report build/unpack32-report.html > /dev/null
+	@echo "HTML report (address-space map, history, totals): $(CURDIR)/build/unpack32-report.html"
 	@echo; echo "=== emulator-mem vmmap --run samples/bin/uart64.exe"
 	@$(PY) -m emulator_mem.cli vmmap --run samples/bin/uart64.exe
 	@mkdir -p build
