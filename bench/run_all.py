@@ -206,6 +206,13 @@ def section_qiling(q: dict[str, Any] | None) -> list[str]:
     return out + [""]
 
 
+def section_report(rep: dict[str, Any] | None) -> list[str]:
+    out = ["## 8. HTML report: recording cost and rendering 100k allocations", ""]
+    if rep is None:
+        return out + ["(skipped: Chromium is not installed — Debian package `chromium`)", ""]
+    return out + list(rep["markdown"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="run every benchmark, write RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -230,6 +237,9 @@ def main() -> None:
         snap = snap_mod.run(quick=args.quick) if takes_quick else snap_mod.run()
     print("batch (local pool, Ray)...", flush=True)
     batch = importlib.import_module("bench_batch").run(quick=args.quick)
+    print("HTML report (run --report overhead, 100k allocations in Chromium)...", flush=True)
+    bench_report = importlib.import_module("bench_report")
+    report = bench_report.run(args.quick) if bench_report.chromium_available() else None
     peers: list[dict[str, Any]] = []
     if not args.no_peers:
         import peer_envs
@@ -253,6 +263,7 @@ def main() -> None:
     lines += section_allocators(alloc)
     lines += section_batch(batch)
     lines += section_qiling(qiling)
+    lines += section_report(report)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {args.out}")
