@@ -150,6 +150,12 @@ def test_guard_page_hits_follow_the_stack_down() -> None:
     assert all(e.detail == "stack grew" and e.name == "stack (thread 0)" for e in hits)
     addresses = [e.address for e in hits]
     assert addresses == list(range(addresses[0], addresses[0] - PAGE * len(hits), -PAGE))
+    # as on Windows, each hit moves the guard down: the next page is committed
+    # PAGE_READWRITE | PAGE_GUARD, and the history names the hit as the cause
+    for hit in hits:
+        after = recorder.events[recorder.events.index(hit) + 1]
+        assert (after.kind, after.address, after.protect) == ("commit", hit.address - PAGE, 0x104)
+        assert after.detail == "guard page: stack grew"
 
 
 def test_write_watch_hits_are_the_pages_get_write_watch_reported() -> None:

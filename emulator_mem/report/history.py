@@ -57,6 +57,7 @@ class HistoryRecorder:
         self._call: int | None = None  # index of the API call in progress
         self._call_detail = ""
         self._chunk = 0  # budget of the chunk running now (0: the loader, before any chunk)
+        self._since = 0  # events from here on came after the last call or chunk start
 
     # -- wiring --------------------------------------------------------------------------
     def attach(self, process: ObservedProcess) -> None:
@@ -91,6 +92,7 @@ class HistoryRecorder:
     # -- the runner's observer (emulator_mem.runner.observer.RunObserver) ----------------------
     def chunk_start(self, budget: int) -> None:
         self._chunk = budget
+        self._since = len(self.events)
 
     def api_call(self, name: str, args: list[int], caller: int) -> None:
         """Before the handler runs: what it changes is linked to this call."""
@@ -110,6 +112,7 @@ class HistoryRecorder:
             self.calls[self._call] = ApiCallRecord(call.index, call.instructions, call.name, call.args,
                                                    result, call.caller)
         self._call = None
+        self._since = len(self.events)
 
     def guest_fault(self, fault: Fault, outcome: str) -> None:
         """A fault the runner handled (a guard page that grew the stack) or died of."""
@@ -118,8 +121,23 @@ class HistoryRecorder:
         process = self._process
         alloc = None if process is None else process.mm.allocation_at(fault.address)
         name = "" if alloc is None else _allocation_name(alloc)
-        self._add(MemoryEvent(self._now, LayoutEvent.GUARD_PAGE.value, fault.address & ~0xFFF, 0x1000,
-                              0, 0, name, None, outcome))
+        # what the runner did about it (commit the next stack page) happened since the
+        # chunk ended: the hit goes before those changes, and they name it as their cause
+        hit = MemoryEvent(self._now, LayoutEvent.GUARD_PAGE.value, fault.address & ~0xFFF, 0x1000,
+                          0, 0, name, None, outcome)
+        caused = [i for i in range(self._since, len(self.events))
+                  if self.events[i].api is None and not self.events[i].detail]
+        for i in caused:
+            e = self.events[i]
+            self.events[i] = MemoryEvent(e.instructions, e.kind, e.address, e.size, e.protect,
+                                         e.old_protect, e.name, None, f"guard page: {outcome}")
+        if caused and len(self.events) < self.max_events:
+            self.events.insert(caused[0], hit)
+            if self._chunk > self.resolution:
+                self.resolution = self._chunk
+        else:
+            self._add(hit)
+        self._since = len(self.events)
 
     def guest_exception(self, exception: GuestException) -> None:
         target = exception.information[1] if len(exception.information) >= 2 else exception.address

@@ -57,8 +57,9 @@
     if (a && a.base === r[5] && a.end === r[0]) { a.last = i; a.end = r[0] + r[1]; if (S[r[8]]) a.named = true; }
     else allocs.push({first: i, last: i, base: r[5], end: r[0] + r[1], named: !!S[r[8]], cat: r[7]});
   }
-  function pieceWidth(size) { return 14 + 9 * Math.log2(Math.max(1, size / 4096)); }
-  function gapWidth(size) { return Math.min(34, 5 + 2.2 * Math.log2(Math.max(1, size / 65536))); }
+  let zoom = 1;  // a sparse address space that fits on one row is drawn larger
+  function pieceWidth(size) { return zoom * (14 + 9 * Math.log2(Math.max(1, size / 4096))); }
+  function gapWidth(size) { return zoom * Math.min(34, 5 + 2.2 * Math.log2(Math.max(1, size / 65536))); }
   // Items in address order: {kind: "alloc"|"agg"|"gap", ...}
   const items = [];
   let groupSize = 1;
@@ -92,6 +93,13 @@
 
   // -- the map -------------------------------------------------------------------------
   const LABEL_W = HEXW * 7 + 26, ROW_H = 52, BAR_Y = 18, BAR_H = 28;
+  let natural = 0;
+  for (const it of items) {
+    if (it.kind === "gap") natural += gapWidth(it.end - it.base) + 2;
+    else if (it.kind === "agg") natural += pieceWidth(it.end - it.base) + 8;
+    else for (let i = it.alloc.first; i <= it.alloc.last; i++) natural += pieceWidth(R[i][1]) + (i === it.alloc.last ? 2 : 0);
+  }
+  if (natural > 0 && natural < W - LABEL_W - 12) zoom = Math.min(2.2, (W - LABEL_W - 12) / natural);
   const mapDiv = document.getElementById("map");
   const svg = el("svg", {width: W, "data-bars": 0});
   const defs = el("defs", {}, svg);
