@@ -275,3 +275,26 @@ def test_collect_fills_totals_and_exit() -> None:
     assert "The memory could not be written." in report.exception  # a store to a read-only page
     committed = sum(r.RegionSize for r in report.regions if r.State == MEM_COMMIT)
     assert sum(t.committed for t in report.totals) == committed == process.mm.stats().committed_memory
+
+
+@pytest.mark.parametrize("sample", ["watch64", "section32"])
+def test_recorded_calls_are_the_traced_calls_with_their_callers(sample: str) -> None:
+    """Arguments (x64 register and stack ones, x86 stack ones) and results as ``--trace``
+    prints them; every call returns into the image's code section, as pefile reads it."""
+    trace = io.StringIO()
+    recorder = HistoryRecorder()
+    process = Process.load_file(SAMPLES / f"{sample}.exe", observer=recorder)
+    process.api_trace = trace
+    process.run()
+    lines = trace.getvalue().splitlines()
+    assert len(lines) == len(recorder.calls) > 0
+    pe = pefile.PE(str(SAMPLES / f"{sample}.exe"))
+    (text,) = [s for s in pe.sections if s.Name.rstrip(b"\0") == b".text"]
+    lo = process.image_base + text.VirtualAddress
+    hi = lo + text.Misc_VirtualSize
+    for line, call in zip(lines, recorder.calls, strict=True):
+        shown = ", ".join(f"{a:#x}" for a in call.args)
+        result = "" if call.result is None else f" = {call.result:#x}"
+        assert line == f"[api] {call.name}({shown}){result}"
+        assert lo <= call.caller < hi, hex(call.caller)
+    assert any(len(c.args) > 4 for c in recorder.calls)  # stack arguments were read too

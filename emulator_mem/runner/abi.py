@@ -84,6 +84,24 @@ class Abi:
             args += struct.unpack(f"<{count - 4}Q", raw)
         return args
 
+    def read_frame(self, uc: Uc, mm: MemoryManager, count: int) -> tuple[int, list[int]]:
+        """The return address and the first ``count`` arguments, with one stack read.
+
+        For observers that want to know where a call came from: on both conventions the
+        return address is at [SP] when the stub is reached, right below the stack arguments.
+        """
+        sp = self.sp(uc)
+        if not self.is_64bit:
+            raw = mm.read(sp, 4 + 4 * count)
+            values = struct.unpack(f"<{count + 1}I", raw)
+            return values[0], list(values[1:])
+        args = [int(uc.reg_read(r)) for r in _ARG_REGS_64[:count]]
+        if count <= 4:
+            return self.unpack_ptr(mm.read(sp, 8)), args
+        raw = mm.read(sp, 8 + SHADOW_SPACE + 8 * (count - 4))
+        args += struct.unpack_from(f"<{count - 4}Q", raw, 8 + SHADOW_SPACE)
+        return self.unpack_ptr(raw), args
+
     def set_result(self, uc: Uc, value: int) -> None:
         uc.reg_write(self.result_reg, value & self.ptr_mask)
 

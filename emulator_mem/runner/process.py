@@ -235,10 +235,12 @@ class Process:
         args: list[int] = []
         observer = self.observer
         try:
-            args = self.abi.read_args(self.uc, self.mm, spec.argc)
-            if observer is not None:
+            if observer is None:
+                args = self.abi.read_args(self.uc, self.mm, spec.argc)
+            else:
+                caller, args = self.abi.read_frame(self.uc, self.mm, spec.argc)
                 self._busy = True
-                observer.api_call(spec.qualified, args, self._return_address())
+                observer.api_call(spec.qualified, args, caller)
             result = spec.handler(ApiCall(self, spec, args))
         except MemoryAccessError:  # a bad guest pointer: the call fails as kernel32's probes make it
             self.k32.SetLastError(C.ERROR_NOACCESS)
@@ -253,11 +255,6 @@ class Process:
             shown = ", ".join(f"{a:#x}" for a in args)
             ret = "" if result is None else f" = {result & self.abi.ptr_mask:#x}"
             self.api_trace.write(f"[api] {spec.qualified}({shown}){ret}\n")
-
-    def _return_address(self) -> int:
-        """At a stub, [SP] is the caller's return address (stdcall and x64 alike)."""
-        data = self.mm.try_read(self.abi.sp(self.uc), self.abi.ptr_size)
-        return 0 if data is None else self.abi.unpack_ptr(data)
 
     def terminate(self, exit_code: int) -> None:
         """ExitProcess: record the exit code and stop the CPU (from inside a hook)."""
