@@ -299,10 +299,10 @@ class Process:
         is called after each chunk that crosses a multiple of ``progress_every`` instructions.
         ``chunk`` is the most instructions one ``emu_start`` may run. With an
         :attr:`observer`, chunks are short while the guest calls APIs (the larger of
-        256 instructions and 1/1024 of the run so far) and double while it computes, so
-        that what the observer sees is placed on the instruction axis that precisely at
-        little cost: Unicorn reports how many instructions ran only when ``emu_start``
-        returns.
+        256 instructions and 1/1024 of the run so far) and double while it computes:
+        Unicorn reports how many instructions ran only when ``emu_start`` returns, so what
+        the observer sees lands on the instruction axis to within one chunk, while a
+        compute loop still runs in full-size chunks.
         """
         if chunk <= 0 or progress_every <= 0:
             raise RunnerError("chunk and progress_every must be positive")
