@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: test demo bench lint typecheck clean
+.PHONY: test demo bench lint typecheck clean oracle
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -48,6 +48,17 @@ demo: $(STAMP)
 		--timeout 10 --workers 2 --out build/parse32.jsonl
 	@echo "one of the inputs that reach the bug:"
 	@grep -m1 '"outcome":"exception"' build/parse32.jsonl
+
+# Rebuild the Wine oracle (tests/oracle): compile the C programs with mingw-w64, run each
+# under Wine twice and record the output. Needs gcc-mingw-w64-i686, gcc-mingw-w64-x86-64,
+# wine64 and wine32:i386 (Debian); `make test` only needs the committed results.
+oracle:
+	@command -v i686-w64-mingw32-gcc >/dev/null && command -v x86_64-w64-mingw32-gcc >/dev/null || \
+		{ echo "make oracle: needs gcc-mingw-w64-i686 and gcc-mingw-w64-x86-64 (apt-get install)"; exit 1; }
+	@command -v wine >/dev/null || \
+		{ echo "make oracle: needs wine64 and wine32:i386 (dpkg --add-architecture i386; apt-get install wine64 wine32:i386)"; exit 1; }
+	tests/oracle/build.sh
+	tests/oracle/record.sh
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
