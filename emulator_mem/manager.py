@@ -250,7 +250,7 @@ class MemoryManager:
                 f"{address:#x} is a mapped view: unmap it instead",
                 status=C.STATUS_UNABLE_TO_DELETE_SECTION,
             )
-        if alloc.alias_count:
+        if alloc.alias_count and (size or alloc.phys_base != alloc.base):
             raise EmulatorMemError(
                 f"{alloc.base:#x} is still mapped by {alloc.alias_count} alias view(s): release those first",
                 status=C.STATUS_UNABLE_TO_FREE_VM,
@@ -262,6 +262,9 @@ class MemoryManager:
                 f"{address:#x} is not the allocation base {alloc.base:#x}",
                 status=C.STATUS_FREE_VM_NOT_AT_BASE,
             )
+        if alloc.alias_count:  # its pages live on in the aliases (Windows: until the last view)
+            self.sections.adopt_aliases(alloc, [a for a in self.space if a.owner is alloc])
+            alloc.alias_count = 0
         self.release_allocation(alloc)
         return alloc.size
 

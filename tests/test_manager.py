@@ -704,6 +704,31 @@ class TestMapAlias:
         assert mm.release(alias) == 0x1000
         assert mm.read(src, 4) == b"data"
 
+    def test_released_source_lives_on_in_its_aliases(self, mm: MemoryManager) -> None:
+        """Windows keeps a page until its last mapping goes: releasing the source leaves the
+        aliases their bytes, still shared between them; the last alias frees them."""
+        src = mm.allocate(0x3000, PAGE_READWRITE, address=BASE)
+        mm.write(src + 0x1000, b"page one")
+        mm.write(src + 0x2000, b"page two")
+        a1 = mm.map_alias(src + 0x1000, 0x2000, PAGE_READWRITE)
+        a2 = mm.map_alias(src + 0x2000, 0x1000, PAGE_READONLY)
+        regions = mm.stats().unicorn_regions
+        assert mm.release(src) == 0x3000
+        assert mm.query(src).State == MEM_FREE
+        assert mm.read(a1, 8) == b"page one" and mm.read(a2, 8) == b"page two"
+        mm.write(a1 + 0x1000, b"PAGE TWO")  # the two aliases still share that page
+        assert mm.read(a2, 8) == b"PAGE TWO"
+        fresh = mm.allocate(0x3000, PAGE_READWRITE, address=BASE)  # the old range is reusable
+        assert mm.read(fresh + 0x1000, 8) == bytes(8)
+        mm.write(fresh + 0x2000, b"unrelated")
+        assert mm.read(a2, 8) == b"PAGE TWO"
+        info = mm.query(a1)
+        assert (info.Type, info.Protect, info.AllocationBase) == (MEM_MAPPED, PAGE_READWRITE, a1)
+        assert mm.release(a1) == 0x2000
+        assert mm.read(a2, 8) == b"PAGE TWO"
+        mm.unmap_view(a2)  # a view of the pages now: unmapping works too
+        assert mm.stats().unicorn_regions <= regions  # the pages went with the last alias
+
     def test_errors(self, mm: MemoryManager) -> None:
         src = mm.allocate(0x3000, PAGE_READWRITE, address=BASE)
         mm.decommit(src + 0x2000, 0x1000)

@@ -131,6 +131,14 @@ class View:
         return protection.within(protect, self.protect)
 
 
+class AliasView(View):
+    """A ``map_alias`` view whose source was released: a view of the section that took the
+    source's pages over, still released with ``mm.release`` like any alias (or unmapped).
+    A snapshot brings it back as a plain view (unmap it then)."""
+
+    unmap_only = False
+
+
 class SectionTable:
     """Handles, names and sections of one process (``mm.sections``)."""
 
@@ -334,7 +342,7 @@ class SectionTable:
     def unmap_view(self, address: int) -> None:
         """UnmapViewOfFile/NtUnmapViewOfSection: any address inside the view will do."""
         alloc = self.mm.space.find(address)
-        if alloc is None or not getattr(alloc.owner, "unmap_only", False):
+        if alloc is None or not (getattr(alloc.owner, "unmap_only", False) or isinstance(alloc.owner, View)):
             raise NotAllocatedError(f"{address:#x} is not a mapped view",
                                     status=C.STATUS_NOT_MAPPED_VIEW)
         self.mm.release_allocation(alloc)
@@ -366,6 +374,26 @@ class SectionTable:
             for s, e, p in list(other.runs(o_first, o_last)):
                 if not p:
                     self.mm.space.set_pages(other, s, e, other.owner.protect)
+
+    def adopt_aliases(self, source: Allocation, aliases: list[Allocation]) -> None:
+        """``source`` (identity-backed) is being released while ``aliases`` map its pages.
+
+        Windows keeps a page alive until its last mapping goes. So the source's committed
+        pages move into an anonymous section (alias area, no handles) and every alias
+        becomes a view of it at the same offset: the aliases keep their bytes and still
+        share them with each other. The section dies with the last of them.
+        """
+        phys = self.mm.phys
+        chunk = phys.alias_chunk(source.size)
+        for s, e, p in source.runs():
+            if p:
+                phys.copy(chunk.phys + (s << 12), source.phys_base + (s << 12), (e - s) << 12)
+        section = Section(source.size, C.PAGE_EXECUTE_READWRITE, C.SEC_COMMIT, chunk)
+        for alias in aliases:
+            offset = alias.phys_base - source.phys_base
+            alias.owner = AliasView(section, offset, alias.allocation_protect)
+            alias.phys_base = chunk.phys + offset
+            section.views.add(alias.base)
 
     def _view_released(self, alloc: Allocation) -> None:
         view = alloc.owner

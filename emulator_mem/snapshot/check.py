@@ -248,7 +248,9 @@ def _check_owner(meta: Meta, a: AllocRec, alias_chunks: dict[int, ChunkRec], vie
             raise _bad(f"view {a.base:#x}")
         section = meta.sections[a.owner_ref]
         chunk = None if section.chunk_phys is None else alias_chunks.get(section.chunk_phys)
-        if chunk is None or a.owner_offset % GRANULARITY or a.phys_base != chunk.phys + a.owner_offset \
+        # page (not 64 KiB) aligned: an alias whose source was released becomes a view of the
+        # section that took the source's pages over, at the alias's own page offset
+        if chunk is None or a.owner_offset % PAGE_SIZE or a.phys_base != chunk.phys + a.owner_offset \
                 or a.owner_offset + a.size > chunk.size:
             raise _bad(f"view {a.base:#x} lies outside its section")
         if not protection.is_valid(a.owner_protect, allow_writecopy=True):
