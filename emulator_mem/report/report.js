@@ -169,7 +169,7 @@
   for (const c of CATS) lh += `<span><span class="sw" style="background:var(--${c})"></span>${c === "mmio" ? "MMIO" : c}</span>`;
   lh += `<span>shade: <b>X</b> executable · <b>W</b> writable · <b>R</b> read-only · pale: no access · dashed: reserved</span>`;
   lh += `<span><span class="sw" style="background:var(--guard)"></span>guard page</span>`;
-  lh += `<span><span class="sw" style="background:url(#);background:repeating-linear-gradient(45deg,#eef0f2 0 3px,#b9c0c7 3px 5px)"></span>free (compressed)</span>`;
+  lh += `<span><span class="sw" style="background:repeating-linear-gradient(45deg,#eef0f2 0 3px,#b9c0c7 3px 5px)"></span>free (compressed)</span>`;
   if (groupSize > 1) lh += `<span><b>×N</b>: ${groupSize.toLocaleString("en-US")} unnamed allocations per bar (${allocs.length.toLocaleString("en-US")} in all)</span>`;
   legend.innerHTML = lh;
 
