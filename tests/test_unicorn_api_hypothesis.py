@@ -11,7 +11,6 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from uc_diff import MODES, Probe
 
 BASE = 0x100000
