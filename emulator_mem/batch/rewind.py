@@ -72,16 +72,20 @@ class ProcessCheckpoint:
         """Return the process to this checkpoint: memory, registers and the runner's state."""
         process, state = self.process, self._state
         process.mm.rollback(self._memory)
-        process.console.stdout[:] = state.stdout
-        process.console.stderr[:] = state.stderr
+        console = process.console
+        if len(console.stdout) != len(state.stdout) or len(console.stderr) != len(state.stderr):
+            console.stdout[:] = state.stdout  # the console only ever grows: same length, same bytes
+            console.stderr[:] = state.stderr
         process.instructions = state.instructions
         process.exit_code = state.exit_code
         process.exception = state.exception
-        if state.env is not None:
+        if state.env is not None and process.env != state.env:
             process.env = dataclasses.replace(state.env)
-        if process.heap is not None and state.heap_blocks is not None and state.heap_top is not None:
-            process.heap.top = state.heap_top
-            process.heap.blocks = SortedDict(state.heap_blocks)
+        heap = process.heap
+        if heap is not None and state.heap_blocks is not None and state.heap_top is not None:
+            heap.top = state.heap_top
+            if heap.blocks != state.heap_blocks:  # copying a SortedDict is the slow part
+                heap.blocks = SortedDict(state.heap_blocks)
         process.k32.SetLastError(state.last_error)
         process.k32.last_status = state.last_status
         for record, saved in zip(process.devices, state.devices, strict=True):

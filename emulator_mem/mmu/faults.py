@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..windows import constants as C
@@ -49,11 +50,22 @@ _STACK_WRITES = frozenset({"push", "call", "pushf", "pushfd", "pushfq", "enter"}
 _STACK_READS = frozenset({"pop", "ret", "retf", "popf", "popfd", "popfq", "leave", "iret", "iretd", "iretq"})
 
 
+@lru_cache(maxsize=2)
+def _decoder(is_64bit: bool) -> Any:
+    """One capstone decoder per mode, with details: a new ``Cs`` costs ~0.3 ms (it retries
+    importing capstone's optional Cython module every time), which a batch of crashing
+    inputs pays per crash."""
+    from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
+
+    md = Cs(CS_ARCH_X86, CS_MODE_64 if is_64bit else CS_MODE_32)
+    md.detail = True
+    return md
+
+
 def precise_address(
     fault: Fault, uc: Any, read: Callable[[int, int], bytes | None], is_64bit: bool
 ) -> int:
     """The byte address the faulting access touched (the page address if undecidable)."""
-    from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
     from capstone.x86 import X86_OP_MEM
     from unicorn import x86_const
 
@@ -64,9 +76,7 @@ def precise_address(
     code = read(pc, 15) or read(pc, (pc | 0xFFF) + 1 - pc)
     if not code:
         return page
-    md = Cs(CS_ARCH_X86, CS_MODE_64 if is_64bit else CS_MODE_32)
-    md.detail = True
-    insn = next(md.disasm(code, pc, 1), None)
+    insn = next(_decoder(is_64bit).disasm(code, pc, 1), None)
     if insn is None:
         return page
     mask = (1 << (64 if is_64bit else 32)) - 1

@@ -10,6 +10,7 @@ memory at …. The memory could not be read/written/executed." line, and the reg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
 from unicorn import Uc
@@ -107,6 +108,12 @@ def capture(
                           registers, is_64bit)
 
 
+@lru_cache(maxsize=2)
+def _decoder(is_64bit: bool) -> Cs:
+    """One decoder per mode: a new ``Cs`` costs ~0.3 ms, paid per crash in a batch."""
+    return Cs(CS_ARCH_X86, CS_MODE_64 if is_64bit else CS_MODE_32)
+
+
 def disassemble(mm: MemoryManager, address: int) -> str:
     """``mnemonic operands`` of the instruction at ``address``, or "" when unreadable."""
     raw = b""
@@ -117,7 +124,6 @@ def disassemble(mm: MemoryManager, address: int) -> str:
             break
     if not raw:
         return ""
-    cs = Cs(CS_ARCH_X86, CS_MODE_64 if mm.is_64bit else CS_MODE_32)
-    for insn in cs.disasm(raw, address, 1):
+    for insn in _decoder(mm.is_64bit).disasm(raw, address, 1):
         return f"{insn.mnemonic} {insn.op_str}".strip()
     return "(undecodable: " + raw[:8].hex(" ") + ")"
