@@ -56,7 +56,7 @@ def jobs_for(snapshot: Path, corpus: list[Path], count: int, limits: Limits | No
                 None, SPEC, limits or Limits()) for i in range(count)]
 
 
-def per_input(session: WorkerSession, jobs: list[Job]) -> float:
+def per_input(session: WorkerSession, jobs: list[Job], clock: Any = time.process_time) -> float:
     """CPU seconds per input through ``session`` (inputs already in memory, after one warm-up).
 
     CPU time of this process rather than wall time: both sides of the ratio run here, one
@@ -65,14 +65,14 @@ def per_input(session: WorkerSession, jobs: list[Job]) -> float:
     loaded = [Job(j.id, j.target, j.kind, j.label, None, Path(j.input_path or "").read_bytes(), j.input,
                   j.limits) for j in jobs]
     session.run(loaded[0])
-    started = time.process_time()
+    started = clock()
     for job in loaded:
         session.run(job)
-    return (time.process_time() - started) / len(loaded)
+    return float(clock() - started) / len(loaded)
 
 
-def steady_rate(jobs: list[Job], **options: Any) -> tuple[float, float]:
-    """(steady-state jobs/s, seconds to the first result) of one batch."""
+def steady_rate(jobs: list[Job], **options: Any) -> tuple[float, float, float]:
+    """(steady-state jobs/s, seconds to the first result, driver CPU seconds per job)."""
     stamps: list[float] = []
 
     def on_result(result: Result) -> None:
@@ -80,15 +80,16 @@ def steady_rate(jobs: list[Job], **options: Any) -> tuple[float, float]:
         if result.outcome in ("error", "worker-crashed"):
             raise RuntimeError(f"job {result.job}: {result.error}")
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     run_batch(jobs, on_result=on_result, **options)
+    driver = (time.process_time() - cpu) / len(stamps)
     warm = max(1, int(len(stamps) * WARMUP))
-    return (len(stamps) - 1 - warm) / (stamps[-1] - stamps[warm]), stamps[0] - started
+    return (len(stamps) - 1 - warm) / (stamps[-1] - stamps[warm]), stamps[0] - started, driver
 
 
 def run(quick: bool = False, with_ray: bool = True) -> dict[str, Any]:
     reps = 3 if quick else 5
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         directory = Path(tmp)
         snapshot = make_snapshot(directory)
@@ -112,46 +113,57 @@ def run(quick: bool = False, with_ray: bool = True) -> dict[str, Any]:
             out[prefix + "rollback_ratio"] = out[prefix + "reload_us"] / out[prefix + "rollback_us"]
         out["snapshot_bytes"] = snapshot.stat().st_size
 
-        # 2. the local pool: 1 worker vs 2
+        # 2-4. the pools, one repetition of each in turn (the machine's load drifts; taking
+        # the compared figures side by side keeps it out of the ratios)
         count = 1000 if quick else 3000
         jobs = jobs_for(snapshot, corpus, count)
-        one = [steady_rate(jobs, workers=1) for _ in range(reps)]
-        two = [steady_rate(jobs, workers=2) for _ in range(reps)]
-        out["local1_jobs_s"] = statistics.median(r for r, _ in one)
-        out["local2_jobs_s"] = statistics.median(r for r, _ in two)
-        out["local_first_result_s"] = statistics.median(s for _, s in two)
-        out["scaling"] = out["local2_jobs_s"] / out["local1_jobs_s"]
-
-        # 4. per-job overhead: the guest runs 0 instructions
         empty = jobs_for(snapshot, corpus, count, Limits(max_instructions=0))
-        inproc = per_input(WorkerSession(), empty)
-        out["empty_inprocess_us"] = inproc * 1e6
-        out["empty_local_us"] = 1e6 / statistics.median(steady_rate(empty, workers=1)[0] for _ in range(reps))
-
-        if with_ray:
-            out.update(_ray(jobs, empty, reps))
+        out["empty_inprocess_us"] = per_input(WorkerSession(), empty, clock=time.perf_counter) * 1e6
+        ray = _start_ray(out) if with_ray else None
+        runs: dict[str, list[tuple[float, float, float]]] = {}
+        try:
+            for _ in range(reps):
+                runs.setdefault("local1", []).append(steady_rate(jobs, workers=1))
+                runs.setdefault("local2", []).append(steady_rate(jobs, workers=2))
+                runs.setdefault("empty_local", []).append(steady_rate(empty, workers=1))
+                if ray is not None:
+                    runs.setdefault("ray2", []).append(steady_rate(jobs, backend="ray", workers=2))
+                    runs.setdefault("empty_ray", []).append(steady_rate(empty, backend="ray", workers=1))
+        finally:
+            if ray is not None:
+                ray.shutdown()
+        rate = {k: statistics.median(r for r, _, _ in v) for k, v in runs.items()}
+        out["local1_jobs_s"], out["local2_jobs_s"] = rate["local1"], rate["local2"]
+        out["scaling"] = rate["local2"] / rate["local1"]
+        out["local_first_result_s"] = statistics.median(s for _, s, _ in runs["local2"])
+        out["local2_driver_us"] = statistics.median(d for _, _, d in runs["local2"]) * 1e6
+        # what two idle cores would give: every job costs a worker its CPU time (measured in
+        # process above) plus the driver's share; two cores serve two such streams
+        worker_us = out["rollback_us"]
+        out["idle_estimate_scaling"] = (2e6 / (worker_us + out["local2_driver_us"])) / (1e6 / worker_us)
+        out["empty_local_us"] = 1e6 / rate["empty_local"]
+        if ray is not None:
+            out["ray2_jobs_s"] = rate["ray2"]
+            out["ray_first_result_s"] = statistics.median(s for _, s, _ in runs["ray2"])
+            out["ray2_driver_us"] = statistics.median(d for _, _, d in runs["ray2"]) * 1e6
+            out["empty_ray_us"] = 1e6 / rate["empty_ray"]
+    out["load_after"] = os.getloadavg()[0]
     out["markdown"] = markdown(out)
     return out
 
 
-def _ray(jobs: list[Job], empty: list[Job], reps: int) -> dict[str, Any]:
+def _start_ray(out: dict[str, Any]) -> Any:
+    """``ray.init(num_cpus=2)``, its time in ``out``; None when Ray is not installed."""
     try:
         import ray
     except ImportError:
-        return {"ray": "not installed (pip install 'emulator-mem[ray]')"}
+        out["ray"] = "not installed (pip install 'emulator-mem[ray]')"
+        return None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    out: dict[str, Any] = {"ray_init_s": time.perf_counter() - started}
-    try:
-        runs = [steady_rate(jobs, backend="ray", workers=2) for _ in range(reps)]
-        out["ray2_jobs_s"] = statistics.median(r for r, _ in runs)
-        out["ray_first_result_s"] = statistics.median(s for _, s in runs)
-        out["empty_ray_us"] = 1e6 / statistics.median(
-            steady_rate(empty, backend="ray", workers=1)[0] for _ in range(reps))
-    finally:
-        ray.shutdown()
-    return out
+    out["ray_init_s"] = time.perf_counter() - started
+    return ray
 
 
 def markdown(r: dict[str, Any]) -> list[str]:
@@ -169,6 +181,9 @@ def markdown(r: dict[str, Any]) -> list[str]:
                            ("exit_", "inputs that exit"), ("crash_", "inputs that crash"))],
         f"| local pool, 2 workers | {r['local2_jobs_s']:,.0f} jobs/s | 1 worker: {r['local1_jobs_s']:,.0f} "
         f"jobs/s | **{r['scaling']:.2f}x** | ≥ 1.7x |",
+        f"| the same from CPU accounting (2 idle cores) | worker {r['rollback_us']:,.0f} µs + driver "
+        f"{r['local2_driver_us']:,.0f} µs CPU per job | 1 worker: worker CPU only | "
+        f"{r['idle_estimate_scaling']:.2f}x (estimate) | |",
     ]
     if "ray2_jobs_s" in r:
         ratio = r["ray2_jobs_s"] / r["local2_jobs_s"]
@@ -176,17 +191,21 @@ def markdown(r: dict[str, Any]) -> list[str]:
                      f"2 workers: {r['local2_jobs_s']:,.0f} jobs/s | **{ratio:.2f}x** | ≥ 0.8x |")
     lines += [
         f"| per-job overhead, local pool (guest runs 0 instructions) | {r['empty_local_us']:,.0f} µs/job | "
-        f"in-process: {r['empty_inprocess_us']:,.0f} µs/job | dispatch ≈ "
+        f"in-process (wall): {r['empty_inprocess_us']:,.0f} µs/job | dispatch ≈ "
         f"{r['empty_local_us'] - r['empty_inprocess_us']:,.0f} µs | — |",
     ]
     if "empty_ray_us" in r:
-        lines.append(f"| per-job overhead, Ray (1 actor) | {r['empty_ray_us']:,.0f} µs/job | in-process: "
-                     f"{r['empty_inprocess_us']:,.0f} µs/job | dispatch ≈ "
+        lines.append(f"| per-job overhead, Ray (1 actor) | {r['empty_ray_us']:,.0f} µs/job | "
+                     f"in-process (wall): {r['empty_inprocess_us']:,.0f} µs/job | dispatch ≈ "
                      f"{r['empty_ray_us'] - r['empty_inprocess_us']:,.0f} µs | — |")
     lines += ["", f"Start-up: local pool, first result after {r['local_first_result_s']:.2f} s"
               + (f"; Ray: `ray.init` {r['ray_init_s']:.1f} s, then first result after "
-                 f"{r['ray_first_result_s']:.2f} s (actors start, snapshot through the object store)"
-                 if "ray_init_s" in r else f"; Ray: {r.get('ray', 'not measured')}") + "."]
+                 f"{r['ray_first_result_s']:.2f} s (actors start, snapshot through the object store); "
+                 f"driver CPU per job: local {r['local2_driver_us']:,.0f} µs, "
+                 f"Ray {r['ray2_driver_us']:,.0f} µs"
+                 if "ray_init_s" in r else f"; Ray: {r.get('ray', 'not measured')}") + ".",
+              "", f"Load average (1 min) before and after: {r['load_before']:.1f}, {r['load_after']:.1f} "
+              f"on {os.cpu_count()} cores."]
     return lines
 
 

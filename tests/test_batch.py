@@ -199,6 +199,18 @@ def test_a_segfaulting_worker_is_reported_and_the_batch_goes_on(killers: dict[st
             assert (results[i].outcome, results[i].exit_code) == ("exited", 0)
 
 
+def test_a_crash_inside_a_chunk_is_pinned_on_its_job(killers: dict[str, str]) -> None:
+    """Forty jobs go out in chunks of ten; the worker dies in the middle of one, so its jobs
+    are run again one at a time and only the segfaulting job is blamed."""
+    order = ["ok"] * 40
+    order[13] = "segfault"
+    jobs = [Job(i, killers[k]) for i, k in enumerate(order)]
+    results = {r.job: r for r in _collect(jobs, workers=1, imports=[HELPERS])}
+    assert sorted(results) == list(range(40))
+    assert [i for i, r in results.items() if r.outcome != "exited"] == [13]
+    assert results[13].outcome == "worker-crashed" and "SIGSEGV" in str(results[13].error)
+
+
 def test_timeouts_in_the_guest_and_in_a_hung_worker(killers: dict[str, str]) -> None:
     limits = Limits(timeout=0.3)
     order = ["loop", "ok", "hang", "ok"]

@@ -2,20 +2,23 @@
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies the whole
 pool is broken, and a task that hangs cannot be cancelled. A batch must survive both, so
-each worker here is a plain :mod:`multiprocessing` process with its own pipe. The driver
-sends jobs in chunks (several per message: one message per job costs a context switch per
-job, which on a busy machine is milliseconds) and keeps two chunks queued per worker, so a
-worker never waits for the driver; the worker answers each job on its own, so progress,
-timeouts and blame stay per job. The driver waits on the pipes and the process sentinels
-together:
+each worker here is a plain :mod:`multiprocessing` process with its own pipe. Jobs go out
+in chunks and results come back in batches (at the end of a chunk, or every
+:data:`FLUSH_SECONDS`): a message per job costs the driver a wake-up per job, and on two
+cores every wake-up preempts a worker — per-job messages halved the driver's CPU per job
+and were the difference between the local pool and Ray. Two chunks are queued per worker,
+so a worker never waits for the driver. The driver waits on the pipes and the process
+sentinels together:
 
-* a result arrives — it is emitted, the next queued job counts as started;
-* a worker dies — the job it was running is reported ``worker-crashed`` (with the signal
-  or exit status), the jobs queued behind it go back to the front of the feed, and a new
-  worker takes its place;
-* a job runs past its timeout plus a grace period (the worker enforces the timeout itself
-  between instruction slices, so this means the worker hangs) — the worker is killed, the
-  job reported ``timeout``, and the rest handled as for a crash.
+* results arrive — they are emitted;
+* a worker dies — if it was running a job alone, that job is reported ``worker-crashed``
+  (with the signal or exit status); otherwise its unanswered jobs are run again one per
+  message, where a death names its job (emulation is deterministic, so re-running is
+  harmless; the Ray backend does the same). A new worker takes its place;
+* a worker makes no progress for the sum of its queued jobs' timeouts plus a grace period
+  each (the worker enforces the timeout itself between instruction slices, so this means
+  it hangs) — it is killed and its jobs handled as for a death, with ``timeout`` for the
+  job that ran alone.
 
 Sends happen on a small thread per worker: a chunk with large inputs can fill the pipe,
 and a driver blocked in ``send`` while that worker is blocked sending results would be a
@@ -50,6 +53,7 @@ from .worker import WorkerSession, import_modules
 
 CHUNKS_IN_FLIGHT = 2  # chunks queued per worker
 MAX_CHUNK = 16  # jobs per message
+FLUSH_SECONDS = 0.05  # a worker sends its results at the end of a chunk, or after this long
 MAX_IDLE_DEATHS = 3  # workers that die before they are ready, in a row: something is wrong with them
 READY = "ready"  # a worker's first message: it imported everything and waits for jobs
 _PRELOAD = ["emulator_mem.batch.worker"]
@@ -76,8 +80,15 @@ def _worker_main(conn: Connection, fresh: bool, imports: tuple[str, ...]) -> Non
             return
         if jobs is None:
             return
+        results: list[Result] = []
+        flushed = time.monotonic()
         for job in jobs:
-            conn.send(session.run(job))
+            results.append(session.run(job))
+            if time.monotonic() - flushed >= FLUSH_SECONDS:
+                conn.send(results)
+                results, flushed = [], time.monotonic()
+        if results:
+            conn.send(results)
 
 
 def _sender(conn: Connection, outbox: queue.SimpleQueue[list[Job] | None], broken: threading.Event) -> None:
@@ -112,8 +123,8 @@ class _Worker:
     conn: Connection
     outbox: queue.SimpleQueue[list[Job] | None] = field(default_factory=queue.SimpleQueue)
     broken: threading.Event = field(default_factory=threading.Event)  # the pipe refused a send
-    queue: deque[Job] = field(default_factory=deque)  # sent, not answered yet
-    head_started: float = 0.0  # when the job at the head of the queue began to run
+    queue: deque[tuple[Job, bool]] = field(default_factory=deque)  # sent, not answered; single?
+    head_started: float = 0.0  # when the worker last made progress (a result, or work when idle)
     ready: bool = False  # said READY: a death from now on is the running job's doing
     sender: threading.Thread | None = None
 
@@ -129,16 +140,17 @@ class _Worker:
             self.sender.join(2)
         self.conn.close()
 
-    def send(self, jobs: list[Job]) -> None:
+    def send(self, jobs: list[Job], single: bool) -> None:
         if not self.queue:
             self.head_started = time.monotonic()
-        self.queue.extend(jobs)
+        self.queue.extend((job, single) for job in jobs)
         self.outbox.put(jobs)
 
     def deadline(self, grace: float) -> float | None:
+        """When to give up on the worker: results come per chunk, so allow every queued job."""
         if not self.queue:
             return None
-        allowed = hard_deadline([self.queue[0]], grace)
+        allowed = hard_deadline([job for job, _ in self.queue], grace)
         return None if allowed is None else self.head_started + allowed
 
 
@@ -172,16 +184,17 @@ class LocalPool:
         """Run every job of ``feed``; results go to ``emit`` as they arrive."""
         chunk = max(1, min(MAX_CHUNK, (total or MAX_CHUNK * self.workers * 4) // (self.workers * 4)))
         pool = [self._start() for _ in range(self.workers)]
+        singles: deque[Job] = deque()  # jobs of a chunk whose worker died: run one per message
         idle_deaths = 0
         try:
             while True:
                 for worker in pool:
                     while len(worker.queue) < CHUNKS_IN_FLIGHT * chunk and not worker.broken.is_set():
-                        jobs = feed.take_many(chunk)
+                        jobs = [singles.popleft()] if singles else feed.take_many(chunk)
                         if not jobs:
                             break
-                        worker.send(jobs)
-                if feed.empty and not any(w.queue for w in pool):
+                        worker.send(jobs, single=len(jobs) == 1)
+                if feed.empty and not singles and not any(w.queue for w in pool):
                     return
                 deadlines = [d for d in (w.deadline(self.grace) for w in pool) if d is not None]
                 timeout = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
@@ -200,7 +213,7 @@ class LocalPool:
                         if idle_deaths >= MAX_IDLE_DEATHS:
                             raise BatchError("batch workers die before they are ready: "
                                              f"{describe_exit(worker.process.exitcode)}")
-                    self._retire(worker, feed, emit, killed=not dead)
+                    self._retire(worker, feed, emit, singles, killed=not dead)
                     pool[index] = self._start()
         finally:
             for worker in pool:
@@ -211,27 +224,35 @@ class LocalPool:
         """Take every result waiting in the worker's pipe; False when the pipe is closed."""
         try:
             while worker.conn.poll():
-                result: Result | str = worker.conn.recv()
-                if isinstance(result, str):
-                    worker.ready = result == READY
+                message: list[Result] | str = worker.conn.recv()
+                if isinstance(message, str):
+                    worker.ready = message == READY
                     continue
-                worker.queue.popleft()
+                for result in message:
+                    worker.queue.popleft()
+                    emit(result)
                 worker.head_started = time.monotonic()
-                emit(result)
         except (EOFError, OSError):
             return False
         return True
 
-    def _retire(self, worker: _Worker, feed: JobFeed, emit: Emit, *, killed: bool) -> None:
-        """A worker died or hangs: report its current job, requeue the rest, stop it."""
+    def _retire(self, worker: _Worker, feed: JobFeed, emit: Emit, singles: deque[Job], *,
+                killed: bool) -> None:
+        """A worker died or hangs: blame its job if it ran one alone, else rerun its jobs alone.
+
+        Results come back per chunk, so when a worker dies in the middle of one the driver
+        does not know which job did it: every job it held is run again one per message,
+        where a failure names its job. Emulation is deterministic, so that is harmless.
+        """
         if killed:
             worker.process.kill()
         worker.process.join(5)
+        pending = list(worker.queue)
+        worker.queue.clear()
         if not worker.ready:  # died starting up: its jobs never ran
-            feed.push_front(worker.queue)
-            worker.queue.clear()
-        if worker.queue:
-            job = worker.queue.popleft()
+            feed.push_front(job for job, _ in pending)
+        elif pending and pending[0][1]:  # it ran this job alone: the culprit
+            job = pending[0][0]
             spent = time.monotonic() - worker.head_started
             if killed:
                 result = failed(job.id, job.label, job.target, "timeout",
@@ -239,9 +260,10 @@ class LocalPool:
             else:
                 result = failed(job.id, job.label, job.target, "worker-crashed",
                                 describe_exit(worker.process.exitcode), spent)
-            feed.push_front(worker.queue)
-            worker.queue.clear()
+            feed.push_front(job for job, _ in pending[1:])
             emit(result)
+        else:
+            singles.extend(job for job, _ in pending)
         worker.close()
 
     @staticmethod
