@@ -1,10 +1,10 @@
 """Drop-in hook plugins for emulator-mem (``emulator-mem run --hook NAME[:key=value,...]``).
 
 A plugin is a module here with ``install(uc, mm, **options)`` that returns a handle whose
-``remove()`` uninstalls it. Plugins read guest memory through ``mm`` (``mm.read`` translates
-virtual addresses and sees views, aliases and copy-on-write copies as the guest does),
-never through raw ``uc.mem_read``, which in the manager's virtual-TLB mode takes *physical*
-addresses. Two options are supplied by the runner when the plugin accepts them:
+``remove()`` uninstalls it. Plugins read guest memory through ``mm`` (``mm.read`` sees views,
+aliases and copy-on-write copies as the guest does and raises the manager's typed errors);
+``uc.mem_read`` and memory hooks take virtual addresses too (:mod:`emulator_mem.ucapi`), so
+code written for plain Unicorn also works. Two options are supplied by the runner when the plugin accepts them:
 ``symbols`` (address -> name: API stubs, IAT slots, exports, the entry point) and
 ``output`` (a ``bytes`` sink: the process console).
 

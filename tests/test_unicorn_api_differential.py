@@ -62,6 +62,9 @@ def test_map_arguments_and_overlaps(mode: int) -> None:
         p.call("mem_map", DATA, 0)                        # empty
         p.call("mem_map", LOW, 0x1000, UC_PROT_READ)      # below 64 KiB is fine for Unicorn
         p.call("mem_map", CODE + 0x3000, 0x1000, RW)      # adjacent: a region of its own
+        p.call("mem_map", 0xFFFF0000, 0x10000, RW)        # the top of the 32-bit space
+        p.call("mem_write", 0xFFFFFFF0, b"top of memory!!!")
+        p.call("mem_read", 0xFFFFFFF8, 8)
         p.call("mem_regions")
     assert_same(scenario, mode)
 
