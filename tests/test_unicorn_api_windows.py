@@ -31,6 +31,7 @@ from unicorn import (
 from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_RAX
 
 from emulator_mem import MemoryManager
+from emulator_mem.errors import SnapshotError
 from emulator_mem.snapshot import load_snapshot, save_snapshot
 from emulator_mem.win32 import Kernel32
 
@@ -219,3 +220,35 @@ def test_rollback_and_snapshots_cover_unicorn_mappings(uc_mode: int) -> None:
     assert uc2.mem_read(0x400000, 6) == b"before"
     assert [r[:2] for r in uc2.mem_regions()] == [
         (0x400000, 0x400FFF), (0x401000, 0x401FFF), (0x402000, 0x402FFF)]
+
+
+def test_rollback_covers_mappings_outside_the_user_range() -> None:
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    mm = MemoryManager(uc)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"low")
+    uc.mem_map(0xFFFFF78000000000, 0x1000)  # above the identity area: a buffer of its own
+    uc.mem_write(0xFFFFF78000000000, b"high")
+    regions = list(uc.mem_regions())
+    cp = mm.checkpoint()
+    uc.mem_write(0x1000, b"LOW")
+    uc.mem_write(0xFFFFF78000000000, b"HIGH")
+    uc.mem_unmap(0x1000, 0x1000)
+    uc.mem_map(0x5000, 0x1000)
+    mm.rollback(cp)
+    assert list(uc.mem_regions()) == regions
+    assert uc.mem_read(0x1000, 3) == b"low"
+    assert uc.mem_read(0xFFFFF78000000000, 4) == b"high"
+
+
+@pytest.mark.parametrize("address", [0x1000, 0xFFFFF78000000000])
+def test_snapshot_files_refuse_mappings_outside_the_user_range(address: int) -> None:
+    """The file format describes the Windows user range; such a layout is refused whole
+    before anything is written."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    mm = MemoryManager(uc)
+    uc.mem_map(address, 0x1000)
+    blob = io.BytesIO()
+    with pytest.raises(SnapshotError):
+        save_snapshot(mm, blob)
+    assert blob.getvalue() == b""
