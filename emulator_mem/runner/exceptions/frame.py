@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ...errors import MemoryAccessError, RunnerError
+from ...errors import EmulatorMemError, RunnerError
 from ...manager import MemoryManager
 from ...mmu.faults import Fault
 from ...space.address_space import PAGE_SIZE
@@ -113,12 +113,16 @@ def write_frame(
     context: bytes, is_64bit: bool, *, call_room: int = 0x80,
 ) -> None:
     """Write record, context and pointers; raises StackExhausted if they cannot be stored."""
+    if layout.base - call_room < 0:  # the stack pointer is near zero: no room at all
+        raise StackExhausted
     commit_stack(mm, env, layout.base - call_room)
     fmt = "<QQ" if is_64bit else "<II"
+    top = max(layout.record + len(record), layout.context + len(context))
+    block = bytearray(top - layout.scratch)  # one host write for the whole frame
+    for address, data in ((layout.record, record), (layout.context, context)):
+        block[address - layout.scratch : address - layout.scratch + len(data)] = data
+    struct.pack_into(fmt, block, layout.pointers - layout.scratch, layout.record, layout.context)
     try:
-        mm.write(layout.record, record)
-        mm.write(layout.context, context)
-        mm.write(layout.pointers, struct.pack(fmt, layout.record, layout.context))
-        mm.write(layout.scratch, bytes(layout.pointers - layout.scratch))
-    except MemoryAccessError:
+        mm.write(layout.scratch, bytes(block))
+    except EmulatorMemError:  # not memory the records can go to
         raise StackExhausted from None
