@@ -8,7 +8,7 @@ failed call leaves bookkeeping, Unicorn mappings and guest memory exactly as the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
@@ -26,7 +26,7 @@ from .mmu.faults import Fault
 from .mmu.physmem import PhysicalMemory
 from .mmu.tlb import MMU
 from .regions import image_map, mmio, writewatch
-from .regions.image_map import MappedImage
+from .regions.image_map import MappedImage, SharedImagePages
 from .regions.mmio import MmioRead, MmioWrite
 from .regions.sections import SectionTable
 from .snapshot.rollback import Checkpoint
@@ -86,6 +86,8 @@ class MemoryManager:
             self, lambda section, address: image_map.map_image_section(self, section, address))
         #: mapped PE images by base (sections, entry point, imports, exports)
         self.images: dict[int, MappedImage] = {}
+        #: IMAGE_SCN_MEM_SHARED pages by image identity (see :mod:`.regions.image_map`)
+        self.shared_images: dict[Hashable, SharedImagePages] = {}
         #: told about every layout change after it is made (see :meth:`observe`)
         self.observers: list[LayoutObserver] = []
         #: Unicorn's own memory API on this Uc, in virtual addresses (see emulator_mem.ucapi)

@@ -100,21 +100,31 @@ _PROTECT_BY_XRW: dict[tuple[bool, bool, bool], int] = {
     (True, False, True): C.PAGE_EXECUTE_WRITECOPY,
     (True, True, True): C.PAGE_EXECUTE_WRITECOPY,
 }
+#: writable IMAGE_SCN_MEM_SHARED sections are shared, not copy-on-write
+_SHARED_WRITE: dict[int, int] = {
+    C.PAGE_WRITECOPY: C.PAGE_READWRITE,
+    C.PAGE_EXECUTE_WRITECOPY: C.PAGE_EXECUTE_READWRITE,
+}
 
 
 def section_protect(characteristics: int) -> int:
     """The PAGE_* value Windows gives the pages of a section with these characteristics.
 
     Writable image sections are copy-on-write: a write gives the process a private copy of the
-    page instead of changing the file, so W maps to PAGE_WRITECOPY, never PAGE_READWRITE.
-    x86 cannot express write-only, so W alone is PAGE_WRITECOPY too.
+    page instead of changing the file, so W maps to PAGE_WRITECOPY — except sections marked
+    IMAGE_SCN_MEM_SHARED, whose pages every mapping of the image shares: PAGE_READWRITE
+    (Wine's get_section_protection: ``VPROT_WRITE`` for shared, ``VPROT_WRITECOPY`` else).
+    x86 cannot express write-only, so W alone is writable too.
     """
     key = (
         bool(characteristics & IMAGE_SCN_MEM_EXECUTE),
         bool(characteristics & IMAGE_SCN_MEM_READ),
         bool(characteristics & IMAGE_SCN_MEM_WRITE),
     )
-    return _PROTECT_BY_XRW[key]
+    protect = _PROTECT_BY_XRW[key]
+    if characteristics & IMAGE_SCN_MEM_SHARED:
+        return _SHARED_WRITE.get(protect, protect)
+    return protect
 
 
 def _align_up(value: int, alignment: int) -> int:
@@ -293,6 +303,18 @@ class ImageLayout:
                 )
             _apply_fixups(image, self.fixups, base - self.image_base)
         return image
+
+    def shared_ranges(self) -> list[tuple[int, int]]:
+        """``(rva, size)`` page runs of the IMAGE_SCN_MEM_SHARED sections, in address order:
+        the pages every mapping of this image shares instead of copying."""
+        if self.low_alignment:
+            return []
+        ranges: list[tuple[int, int]] = []
+        for sec in sorted(self.sections, key=lambda s: s.virtual_address):
+            span = _section_span(sec.virtual_address, sec.virtual_size, self)
+            if span and sec.characteristics & IMAGE_SCN_MEM_SHARED:
+                ranges.append((sec.virtual_address, span))
+        return ranges
 
     def page_protections(self) -> list[tuple[int, int, int]]:
         """``(rva, size, protect)`` runs, page-aligned, covering ``[0, size_of_image)``.

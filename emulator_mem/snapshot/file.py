@@ -172,6 +172,9 @@ def _gather(mm: SnapshotHost) -> F.Meta:
             rec.owner, rec.owner_ref = F.OWNER_MMIO, len(meta.mmio)
             meta.mmio.append(F.MmioRec(owner.base, owner.size, owner.phys, owner.maximum_protect, owner.name))
         elif isinstance(owner, MappedImage):
+            if owner.shared_key is not None and alloc.private_pages:
+                raise SnapshotError(f"cannot snapshot {alloc.base:#x}: an image with shared "
+                                    "(IMAGE_SCN_MEM_SHARED) sections")
             rec.owner, rec.owner_ref, rec.image_name = F.OWNER_IMAGE, layout_index(owner.layout), owner.name
             rec.image_section = None if owner.section is None else index[id(owner.section)]
         elif owner is not None:
