@@ -401,3 +401,25 @@ def test_context_save_restore(mode: int) -> None:
         run(p, CODE, end)
         run(p, CODE, end)
     assert_same(scenario, mode)
+
+
+@mode
+@pytest.mark.parametrize("perms", [None, UC_PROT_READ | UC_PROT_WRITE], ids=["unmapped", "no-exec"])
+def test_running_off_the_end_of_code_the_documented_difference(mode: int, perms: int | None) -> None:
+    """Straight-line code that runs into a page it may not execute: the same UcError code as
+    plain Unicorn, but the instructions before the boundary retire and the PC stops on the
+    boundary (Windows' view; plain Unicorn reports the fault at the block's start)."""
+    results = {}
+    for managed in (False, True):
+        p = Probe(mode, managed)
+        p.call("mem_map", CODE, 0x1000, UC_PROT_ALL)
+        if perms is not None:
+            p.call("mem_map", CODE + 0x1000, 0x1000, perms)
+        p.call("mem_write", CODE + 0xFF0, b"\x90" * 15 + b"\x90")  # nops up to the boundary
+        p.call("emu_start", CODE + 0xFF0, CODE + 0x1010)
+        results[managed] = (p.log[-1], p.reg("RIP" if p.is_64bit else "EIP"))
+    (plain_call, plain_pc), (managed_call, managed_pc) = results[False], results[True]
+    assert managed_call == plain_call  # ('emu_start', ..., 'UcError', FETCH_UNMAPPED/PROT)
+    assert plain_call[2] == "UcError"
+    assert plain_pc == CODE + 0xFF0
+    assert managed_pc == CODE + 0x1000
