@@ -26,10 +26,9 @@ in full, so the total of a finished run is an upper bound, precise to ``chunk``.
 Each exception delivered to the guest counts as one instruction (Unicorn does not say how
 many ran before the fault), so a guest that faults forever still reaches ``max_instructions``.
 
-``hlt`` makes Unicorn return as if the chunk had ended, with the PC after it; a chunk that
-ends early right after a 0xF4 byte is taken for a ``hlt``. A chunk that runs exactly to its
-count behind an instruction whose *last* byte is 0xF4 would be mistaken for one — Unicorn
-does not say why ``emu_start`` returned.
+``hlt`` makes Unicorn return as if the chunk had ended, with the PC after it; how a chunk
+that stops behind a 0xF4 byte is told from one that used up its count is in
+:mod:`.exceptions.traps`.
 """
 
 from __future__ import annotations
@@ -57,6 +56,7 @@ from .api import DATA_IMPORTS, ApiCall, ApiSpec, DataResolver, lookup
 from .console import Console, Sink
 from .environment import ThreadEnvironment
 from .exceptions import NESTED_STUB, RETURN_STUB, ExceptionDispatcher
+from .exceptions.traps import halted_at
 from .guest import DeviceRecord
 from .heap import ProcessHeap
 from .observer import RunObserver
@@ -64,8 +64,6 @@ from .persist import load_process, save_process
 from .plugins import HookHandle, install_plugin
 from .report import GuestException
 from .stubs import EXIT_SPEC, RUNNER_DLL, StubTable
-
-HLT = 0xF4
 
 DEFAULT_CHUNK = 1_000_000  # instructions per emu_start
 #: with an observer: the shortest chunk, and the fraction of the run so far a chunk may be
@@ -368,9 +366,8 @@ class Process:
         return budget
 
     def _halted(self) -> bool:
-        """Did the chunk end on a ``hlt``? (see the module docstring for the one ambiguity)"""
-        pc = self.abi.pc(self.uc)
-        return self.mm.try_read(pc - 1, 1) == bytes([HLT])
+        """Did the chunk end on a ``hlt``? (see :mod:`.exceptions.traps` for the ambiguity)"""
+        return halted_at(self.mm, self.abi.pc(self.uc))
 
     def _stopped_by_error(self, err: UcError) -> bool:
         """Handle a stop by error; True when an exception was delivered to the guest."""
