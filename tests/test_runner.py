@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from emulator_mem.errors import UnresolvedImportError  # noqa: E402
+from emulator_mem.errors import RunnerError, UnresolvedImportError  # noqa: E402
 from emulator_mem.runner import ApiCall, Process, api  # noqa: E402
 from emulator_mem.runner.api import REGISTRY  # noqa: E402
 from samples import build  # noqa: E402
@@ -305,3 +305,13 @@ def test_chunk_boundaries_do_not_change_the_outcome(name: str, chunk: int) -> No
     result = Process.load_file(build.BIN / f"{name}.exe").run(chunk=chunk)
     assert result.exit_code == 0
     assert result.stdout == (build.EXPECTED / f"{name}.txt").read_bytes()
+
+
+def test_dword_parameters_keep_only_their_defined_low_half() -> None:
+    """x64 callers leave garbage above a DWORD argument (a 4-byte ``mov`` to its stack slot):
+    the handler must see what the real callee reads. Pointer-sized ones stay whole."""
+    spec = REGISTRY[("kernel32.dll", "CreateFileMappingA")]
+    args = [0xFFFFFFFFFFFFFFFF, 0, 0xDEAD000000000004, 0x7700000000, 0x1234500003000, 0x140001000]
+    assert spec.narrow(list(args)) == [args[0], 0, 4, 0, 0x3000, 0x140001000]
+    with pytest.raises(RunnerError):
+        api("test.dll", 2, dwords=(2,))

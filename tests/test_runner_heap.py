@@ -84,7 +84,48 @@ def test_heap_grows_its_commit_and_fails_cleanly_when_full(heap: ProcessHeap) ->
     big = heap.alloc(0x20000)
     assert big and mm.query(heap.base).RegionSize >= 0x21000
     assert mm.query(heap.base).State == MEM_COMMIT
-    assert heap.alloc(0x200000) == 0  # more than the reservation
+    assert heap.alloc(0x70000)  # below the large-block threshold: from the reservation
+    assert heap.alloc(0x70000) == 0  # the 1 MiB reservation is full
+
+
+def test_large_blocks_get_their_own_allocation_and_give_it_back(heap: ProcessHeap) -> None:
+    """Above the threshold Windows' heap VirtualAllocs the block (so 2 MiB works from a
+    1 MiB heap) and HeapFree releases it; Wine's recording of tests/oracle/heap.exe agrees."""
+    mm = heap.mm
+    top = heap.top
+    big = heap.alloc(0x200000, HEAP_ZERO_MEMORY)
+    assert big and heap.top == top  # not carved from the reservation
+    assert big % 16 == 0 and heap.size(big) == 0x200000
+    info = mm.query(big)
+    assert info.AllocationBase != heap.base and big - info.AllocationBase < 0x1000
+    assert info.State == MEM_COMMIT and info.Protect == PAGE_READWRITE
+    mm.write(big + 0x1FFFFF, b"\x07")
+    region = info.AllocationBase
+    assert heap.free(big)
+    assert mm.query(region).State == 0x10000  # MEM_FREE
+    assert heap.size(big) is None and not heap.free(big)
+
+
+def test_realloc_moves_between_small_and_large_blocks(heap: ProcessHeap) -> None:
+    small = heap.alloc(32)
+    heap.mm.write(small, b"x" * 32)
+    large = heap.realloc(small, 0x180000, HEAP_ZERO_MEMORY)
+    assert large not in (0, small) and heap.size(small) is None
+    assert heap.mm.read(large, 33) == b"x" * 32 + b"\0"
+    assert heap.realloc(large, 0x100000) == large  # shrinking a large block stays in place
+    assert heap.size(large) == 0x100000
+    back = heap.realloc(large, 16)
+    assert back and heap.mm.read(back, 16) == b"x" * 16 and heap.size(large) is None
+
+
+def test_attach_finds_the_large_blocks(heap: ProcessHeap) -> None:
+    blocks = [heap.alloc(0x100000 + n) for n in range(3)]
+    heap.free(blocks[1])  # unlink from the middle of the list
+    copy = ProcessHeap.attach(heap.mm, heap.base)
+    assert sorted(copy.large) == sorted((blocks[0], blocks[2]))
+    assert copy.size(blocks[2]) == 0x100002
+    assert copy.free(blocks[0]) and copy.free(blocks[2])
+    assert ProcessHeap.attach(heap.mm, heap.base).large == {}
 
 
 def test_attach_rebuilds_the_index_from_guest_memory(heap: ProcessHeap) -> None:

@@ -38,8 +38,13 @@ def NtCreateSection(  # noqa: N802 - Windows name
         return C.STATUS_INVALID_PARAMETER_4, 0
     data = file if isinstance(file, bytes) else None
     path = None if isinstance(file, bytes) else file
-    if path is None and data is None and maximum_size == 0 and not allocation_attributes & C.SEC_IMAGE:
-        return C.STATUS_INVALID_PARAMETER_4, 0
+    if path is None and data is None:
+        if allocation_attributes & C.SEC_IMAGE:
+            # an image section needs a file: the pagefile is not one (ERROR_BAD_EXE_FORMAT,
+            # as Wine records for CreateFileMapping(INVALID_HANDLE_VALUE, ..., SEC_IMAGE))
+            return C.STATUS_INVALID_FILE_FOR_SECTION, 0
+        if maximum_size == 0:
+            return C.STATUS_INVALID_PARAMETER_4, 0
     try:
         handle, existed = mm.sections.create(
             maximum_size, page_protection, allocation_attributes or C.SEC_COMMIT, name=name,

@@ -212,7 +212,8 @@ class SectionTable:
         path = None if file_path is None else os.fspath(file_path)
         if data is None:
             if path is None:
-                raise InvalidParameterError("a SEC_IMAGE section needs a file")
+                raise SectionError("a SEC_IMAGE section needs a file",
+                                   status=C.STATUS_INVALID_FILE_FOR_SECTION)
             data = _read_file(path)
         layout = parse_image(data)  # ImageFormatError (STATUS_INVALID_IMAGE_FORMAT)
         label = name if name is not None else (None if path is None else os.path.basename(path))

@@ -12,10 +12,13 @@ process is loaded (the built-in ones live in :mod:`emulator_mem.runner.kernel32`
 
 ``argc`` is the number of arguments: it fixes how many are read (stdcall stack slots or
 x64 registers/stack) and how many bytes the x86 stub pops, so it must match the real
-prototype. Return the value for EAX/RAX, or None for ``void``. ``noreturn=True`` marks
-functions that end the process (the stub is ``jmp $`` and the handler stops the CPU).
-Set the thread's last error with ``call.k32.SetLastError``; it is copied into
-TEB.LastErrorValue after every call, as Windows keeps it there.
+prototype. ``dwords`` lists the positions of 32-bit parameters (DWORD, UINT, BOOL, int):
+on x64 only their low half is defined — a compiler stores a DWORD stack argument with a
+4-byte ``mov`` and may leave garbage above it in registers — so the handler receives them
+truncated to 32 bits, as the real callee reads them. Return the value for EAX/RAX, or None
+for ``void``. ``noreturn=True`` marks functions that end the process (the stub is ``jmp $``
+and the handler stops the CPU). Set the thread's last error with ``call.k32.SetLastError``;
+it is copied into TEB.LastErrorValue after every call, as Windows keeps it there.
 
 Data imports (a DLL exporting a variable, such as ``devices.dll!UART``, see :mod:`.devices`)
 are resolved by :func:`data_import` resolvers instead: they return the address the IAT slot
@@ -49,10 +52,18 @@ class ApiSpec:
     argc: int
     handler: Handler
     noreturn: bool = False
+    dwords: tuple[int, ...] = ()
 
     @property
     def qualified(self) -> str:
         return f"{self.dll}!{self.name}"
+
+    def narrow(self, args: list[int]) -> list[int]:
+        """The arguments with the 32-bit parameters cut to their defined low half."""
+        for index in self.dwords:
+            if index < len(args):
+                args[index] &= 0xFFFFFFFF
+        return args
 
 
 #: (lower-case dll, function name) -> spec
@@ -63,13 +74,16 @@ DATA_IMPORTS: dict[str, DataResolver] = {}
 
 def api(
     dll: str, argc: int, *, name: str | None = None, noreturn: bool = False,
-    aliases: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (), dwords: tuple[int, ...] = (),
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function as ``dll!name`` (default: the function's own name)."""
+    if any(not 0 <= index < argc for index in dwords):
+        raise RunnerError(f"dwords {dwords} name parameters beyond argc={argc}")
 
     def register(handler: Handler) -> Handler:
         for export in (name or handler.__name__, *aliases):
-            REGISTRY[(dll.lower(), export)] = ApiSpec(dll.lower(), export, argc, handler, noreturn)
+            REGISTRY[(dll.lower(), export)] = ApiSpec(
+                dll.lower(), export, argc, handler, noreturn, tuple(dwords))
         return handler
 
     return register

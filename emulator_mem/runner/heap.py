@@ -9,6 +9,13 @@ and resuming needs nothing else. Allocation is first fit over freed blocks, else
 the heap moves up; freeing coalesces with free neighbours. The handle is the base address,
 as GetProcessHeap returns on Windows.
 
+Large blocks: a request above :data:`LARGE_THRESHOLD` bytes (the VirtualMemoryThreshold of
+Windows' heap, 0x7F000 on x86 and 0xFF000 on x64) gets its own virtual allocation, as on
+Windows, so a heap whose reservation is 1 MiB still serves a 2 MiB HeapAlloc; HeapFree
+releases the allocation again. Each such block starts with a header (next large block,
+requested size, flags, magic) and the blocks form a list whose head is kept in the segment
+header, so :meth:`ProcessHeap.attach` finds them after a snapshot too.
+
 Deliberate differences: no look-aside lists or low-fragmentation heap, so addresses differ
 from Windows'; a corrupt or foreign pointer makes HeapFree/HeapSize fail with
 ERROR_INVALID_PARAMETER instead of raising STATUS_HEAP_CORRUPTION.
@@ -27,6 +34,11 @@ from ..windows import constants as C
 
 SEGMENT_MAGIC = b"EMHEAP01"
 SEGMENT = struct.Struct("<8sQQ")  # magic, reserve size, top (offset past the last block)
+LARGE_HEAD = struct.Struct("<Q")  # after the segment header: the first large block, or 0
+LARGE = struct.Struct("<QQII")  # next large block, requested size, flags, magic
+LARGE_MAGIC = 0x1A6EB10C
+LARGE_HEADER = 0x20  # user bytes start here in a large block's allocation (16-byte aligned)
+LARGE_THRESHOLD = {False: 0x7F000, True: 0xFF000}  # by bitness
 FIRST_BLOCK = 0x40
 BLOCK = struct.Struct("<IIII")  # total size, requested size, flags, magic
 BLOCK_MAGIC = 0xB10C4EA9
@@ -44,6 +56,7 @@ class ProcessHeap:
         self.reserve = reserve
         self.top = top  # offset of the first byte past the last block
         self.blocks: SortedDict = SortedDict()  # address -> (total size, busy)
+        self.large: dict[int, int] = {}  # user pointer -> allocation base, in list order
 
     @property
     def handle(self) -> int:
@@ -73,6 +86,13 @@ class ProcessHeap:
                 raise RunnerError(f"heap block at {base + pos:#x} is corrupt")
             heap.blocks[base + pos] = (size, bool(flags & BUSY))
             pos += size
+        (region,) = LARGE_HEAD.unpack(mm.read(base + SEGMENT.size, LARGE_HEAD.size))
+        while region:
+            nxt, _, _, magic = LARGE.unpack(mm.read(region, LARGE.size))
+            if magic != LARGE_MAGIC or region + LARGE_HEADER in heap.large:
+                raise RunnerError(f"large heap block at {region:#x} is corrupt")
+            heap.large[region + LARGE_HEADER] = region
+            region = nxt
         return heap
 
     def _write_segment(self) -> None:
@@ -84,8 +104,12 @@ class ProcessHeap:
 
     # -- the API -----------------------------------------------------------------------
     def alloc(self, size: int, flags: int = 0) -> int:
-        """HeapAlloc: the user pointer, or 0 when the reservation is exhausted."""
-        if size < 0 or size > self.reserve:
+        """HeapAlloc: the user pointer, or 0 when the memory is exhausted."""
+        if size < 0:
+            return 0
+        if size > LARGE_THRESHOLD[self.mm.is_64bit]:
+            return self._alloc_large(size)  # fresh pages are zero: HEAP_ZERO_MEMORY holds
+        if size > self.reserve:
             return 0
         need = _block_size(size)
         address = self._first_fit(need)
@@ -103,6 +127,9 @@ class ProcessHeap:
 
     def free(self, pointer: int) -> bool:
         """HeapFree: False for a pointer that is not a busy block of this heap."""
+        if pointer in self.large:
+            self._free_large(pointer)
+            return True
         block = self._block_of(pointer)
         if block is None:
             return False
@@ -113,6 +140,9 @@ class ProcessHeap:
 
     def size(self, pointer: int) -> int | None:
         """HeapSize: the requested size, or None for a foreign pointer."""
+        region = self.large.get(pointer)
+        if region is not None:
+            return int(LARGE.unpack(self.mm.read(region, LARGE.size))[1])
         block = self._block_of(pointer)
         if block is None:
             return None
@@ -127,6 +157,9 @@ class ProcessHeap:
         old = self.size(pointer)
         if old is None or size < 0:
             return 0
+        large = size > LARGE_THRESHOLD[self.mm.is_64bit]
+        if pointer in self.large or large:
+            return self._realloc_large(pointer, old, size, flags, large)
         block = pointer - BLOCK.size
         need = _block_size(size)
         total, _ = self.blocks[block]
@@ -146,6 +179,59 @@ class ProcessHeap:
         self.mm.write(new, self.mm.read(pointer, min(old, size)))
         self.free(pointer)
         return new
+
+    # -- large blocks ------------------------------------------------------------------
+    def _alloc_large(self, size: int) -> int:
+        try:
+            region = self.mm.allocate(LARGE_HEADER + size, C.PAGE_READWRITE, name="heap large block")
+        except EmulatorMemError:
+            return 0
+        head = self._large_head()
+        self.mm.write(region, LARGE.pack(head, size, BUSY, LARGE_MAGIC))
+        self._set_large_head(region)
+        self.large = {region + LARGE_HEADER: region, **self.large}
+        return region + LARGE_HEADER
+
+    def _free_large(self, pointer: int) -> None:
+        region = self.large.pop(pointer)
+        nxt = int(LARGE.unpack(self.mm.read(region, LARGE.size))[0])
+        previous = None
+        for other in self.large.values():  # find the block that links to this one
+            if int(LARGE.unpack(self.mm.read(other, LARGE.size))[0]) == region:
+                previous = other
+                break
+        if previous is None:
+            self._set_large_head(nxt)
+        else:
+            _, requested, flags, magic = LARGE.unpack(self.mm.read(previous, LARGE.size))
+            self.mm.write(previous, LARGE.pack(nxt, requested, flags, magic))
+        self.mm.release(region)
+
+    def _realloc_large(self, pointer: int, old: int, size: int, flags: int, large: bool) -> int:
+        """HeapReAlloc where the old or the new block is a large one."""
+        region = self.large.get(pointer)
+        if region is not None and large:
+            capacity = self.mm.allocation_at(region)
+            if capacity is not None and LARGE_HEADER + size <= capacity.size:
+                nxt, _, bits, magic = LARGE.unpack(self.mm.read(region, LARGE.size))
+                self.mm.write(region, LARGE.pack(nxt, size, bits, magic))
+                if flags & C.HEAP_ZERO_MEMORY and size > old:
+                    self.mm.write(pointer + old, bytes(size - old))
+                return pointer  # fits in the pages it already has
+        if flags & C.HEAP_REALLOC_IN_PLACE_ONLY:
+            return 0
+        new = self.alloc(size, flags & C.HEAP_ZERO_MEMORY)
+        if not new:
+            return 0
+        self.mm.write(new, self.mm.read(pointer, min(old, size)))
+        self.free(pointer)
+        return new
+
+    def _large_head(self) -> int:
+        return int(LARGE_HEAD.unpack(self.mm.read(self.base + SEGMENT.size, LARGE_HEAD.size))[0])
+
+    def _set_large_head(self, region: int) -> None:
+        self.mm.write(self.base + SEGMENT.size, LARGE_HEAD.pack(region))
 
     # -- internals ---------------------------------------------------------------------
     def _block_of(self, pointer: int) -> int | None:

@@ -34,19 +34,19 @@ def _heap_of(call: ApiCall, handle: int) -> bool:
 
 
 # -- virtual memory ------------------------------------------------------------------------
-@api(K32, 4)
+@api(K32, 4, dwords=(2, 3))
 def VirtualAlloc(call: ApiCall) -> int:
     address, size, allocation_type, protect = call.args
     return call.k32.VirtualAlloc(address, size, allocation_type, protect)
 
 
-@api(K32, 3)
+@api(K32, 3, dwords=(2,))
 def VirtualFree(call: ApiCall) -> int:
     address, size, free_type = call.args
     return int(call.k32.VirtualFree(address, size, free_type))
 
 
-@api(K32, 4)
+@api(K32, 4, dwords=(2,))
 def VirtualProtect(call: ApiCall) -> int:
     address, size, new_protect, old_out = call.args
     if not old_out:
@@ -109,7 +109,7 @@ def GetLastError(call: ApiCall) -> int:
     return call.k32.GetLastError()
 
 
-@api(K32, 1)
+@api(K32, 1, dwords=(0,))
 def SetLastError(call: ApiCall) -> None:
     call.k32.SetLastError(call.args[0])
     return None
@@ -126,7 +126,7 @@ def GetCurrentThreadId(call: ApiCall) -> int:
 
 
 # -- console and process -------------------------------------------------------------------
-@api(K32, 1)
+@api(K32, 1, dwords=(0,))
 def GetStdHandle(call: ApiCall) -> int:
     handle = call.process.console.std_handle(call.args[0])
     if handle is None:
@@ -135,7 +135,7 @@ def GetStdHandle(call: ApiCall) -> int:
     return handle
 
 
-@api(K32, 5)
+@api(K32, 5, dwords=(2,))
 def WriteFile(call: ApiCall) -> int:
     handle, buffer, length, written_out, _overlapped = call.args
     data = call.read(buffer, length) if length else b""
@@ -147,7 +147,7 @@ def WriteFile(call: ApiCall) -> int:
     return 1
 
 
-@api(K32, 1, noreturn=True)
+@api(K32, 1, noreturn=True, dwords=(0,))
 def ExitProcess(call: ApiCall) -> None:
     call.process.terminate(call.args[0])
     return None
@@ -164,23 +164,23 @@ def _create_mapping(call: ApiCall, wide: bool) -> int:
     return call.k32.CreateFileMapping(file_handle, protect, size_high, size_low, name)
 
 
-@api(K32, 6)
+@api(K32, 6, dwords=(2, 3, 4))
 def CreateFileMappingA(call: ApiCall) -> int:
     return _create_mapping(call, wide=False)
 
 
-@api(K32, 6)
+@api(K32, 6, dwords=(2, 3, 4))
 def CreateFileMappingW(call: ApiCall) -> int:
     return _create_mapping(call, wide=True)
 
 
-@api(K32, 5)
+@api(K32, 5, dwords=(1, 2, 3))
 def MapViewOfFile(call: ApiCall) -> int:
     handle, access, offset_high, offset_low, size = call.args
     return call.k32.MapViewOfFile(handle, access, offset_high, offset_low, size)
 
 
-@api(K32, 6)
+@api(K32, 6, dwords=(1, 2, 3))
 def MapViewOfFileEx(call: ApiCall) -> int:
     handle, access, offset_high, offset_low, size, base = call.args
     return call.k32.MapViewOfFileEx(handle, access, offset_high, offset_low, size, base)
@@ -196,21 +196,25 @@ def CloseHandle(call: ApiCall) -> int:
     return int(call.k32.CloseHandle(call.args[0]))
 
 
-@api(K32, 6)
+@api(K32, 6, dwords=(0,))
 def GetWriteWatch(call: ApiCall) -> int:
     flags, base, size, addresses_out, count_inout, granularity_out = call.args
-    if not addresses_out or not count_inout:
-        call.k32.SetLastError(C.ERROR_INVALID_PARAMETER)
+    # NtGetWriteWatch probes its output pointers: a NULL one is ERROR_NOACCESS, except that a
+    # zero count is ERROR_INVALID_PARAMETER first (Wine's test_write_watch, as on Windows)
+    if not count_inout or not granularity_out:
+        call.k32.SetLastError(C.ERROR_NOACCESS)
         return 0xFFFFFFFF
     max_count = call.read_ptr(count_inout)
+    if not addresses_out and max_count:
+        call.k32.SetLastError(C.ERROR_NOACCESS)
+        return 0xFFFFFFFF
     result, found, granularity = call.k32.GetWriteWatch(flags, base, size, max_count)
     if result == 0:
         pack = call.process.abi.pack_ptr
         if found:
             call.write(addresses_out, b"".join(pack(a) for a in found))
         call.write_ptr(count_inout, len(found))
-        if granularity_out:
-            call.write_u32(granularity_out, granularity)
+        call.write_u32(granularity_out, granularity)
     return result
 
 
@@ -227,7 +231,7 @@ def GetProcessHeap(call: ApiCall) -> int:
     return 0 if heap is None else heap.handle
 
 
-@api(K32, 3)
+@api(K32, 3, dwords=(1,))
 def HeapAlloc(call: ApiCall) -> int:
     handle, flags, size = call.args
     if not _heap_of(call, handle) or call.process.heap is None:
@@ -238,7 +242,7 @@ def HeapAlloc(call: ApiCall) -> int:
     return pointer
 
 
-@api(K32, 3)
+@api(K32, 3, dwords=(1,))
 def HeapFree(call: ApiCall) -> int:
     handle, _flags, pointer = call.args
     if not pointer:
@@ -251,7 +255,7 @@ def HeapFree(call: ApiCall) -> int:
     return 1
 
 
-@api(K32, 4)
+@api(K32, 4, dwords=(1,))
 def HeapReAlloc(call: ApiCall) -> int:
     handle, flags, pointer, size = call.args
     if not _heap_of(call, handle) or call.process.heap is None:
@@ -262,7 +266,7 @@ def HeapReAlloc(call: ApiCall) -> int:
     return new
 
 
-@api(K32, 3)
+@api(K32, 3, dwords=(1,))
 def HeapSize(call: ApiCall) -> int:
     handle, _flags, pointer = call.args
     if not _heap_of(call, handle) or call.process.heap is None:

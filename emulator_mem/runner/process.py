@@ -239,6 +239,8 @@ class Process:
                 caller, args = self.abi.read_frame(self.uc, self.mm, spec.argc)
                 self._busy = True
                 observer.api_call(spec.qualified, args, caller)
+            if spec.dwords and self.abi.is_64bit:
+                args = spec.narrow(args)
             result = spec.handler(ApiCall(self, spec, args))
         except MemoryAccessError:  # a bad guest pointer: the call fails as kernel32's probes make it
             self.k32.SetLastError(C.ERROR_NOACCESS)
