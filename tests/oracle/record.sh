@@ -17,8 +17,8 @@ fi
 WINEPREFIX=$(mktemp -d /tmp/oracle-wine.XXXXXX)
 export WINEPREFIX WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" DISPLAY=
 trap 'wineserver -k >/dev/null 2>&1 || true; rm -rf "$WINEPREFIX"' EXIT
+wineserver -p  # one persistent server for every run instead of one per run
 wineboot -i >/dev/null 2>&1
-wineserver -p  # keep one server for all runs instead of one per run
 
 tmp=$WINEPREFIX/out
 mkdir -p "$tmp"

@@ -41,6 +41,8 @@ static void test_release(void)
     /* the address is rounded down to its page first: base + 0x10 names the base */
     vf("release.base_unaligned", p + 0x10, 0, MEM_RELEASE);
     query_free("release.gone", p, 0x20000);
+    /* release.twice and release.free_space follow Windows, not Wine (487, not 87): see
+       windows_overrides.txt (ReactOS's NtAllocateVirtualMemory apitest) */
     vf("release.twice", p, 0, MEM_RELEASE);
     vf("release.free_space", X + 0x40000, 0, MEM_RELEASE);
     vf("release.null", NULL, 0, MEM_RELEASE);

@@ -92,6 +92,9 @@ static void test_view(void)
     CloseHandle(r);
 }
 
+/* .bss (our globals) and .idata (the IAT) are written WRITECOPY pages: Windows reports them
+   READWRITE, Wine keeps WRITECOPY (todo_wine in its test_mapping), so image._bss.* and
+   image._idata.* are recorded with the Windows values from windows_overrides.txt */
 static void test_image(void)
 {
     char *base = (char *)&__ImageBase;
