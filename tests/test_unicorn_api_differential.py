@@ -318,6 +318,7 @@ def test_mmio(mode: int) -> None:
         """)
         p.call("mmio_map", DATA, 0x1000, read, "r", write, "w")
         p.call("mmio_map", DATA + 0x1000, 0x1000, read, "ro", None, None)  # no write callback
+        p.hook(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, begin=DATA, end=DATA + 0x1fff, label="mmio access")
         run(p, CODE, end)
         p.note("ebx", p.reg("EBX"))
         p.call("mem_unmap", DATA, 0x1000)
