@@ -110,7 +110,6 @@ def test_NT_SUCCESS() -> None:
     0,
     MEM_TOP_DOWN,
     MEM_WRITE_WATCH,
-    MEM_WRITE_WATCH | MEM_COMMIT,
     MEM_RESET | MEM_COMMIT,
     MEM_RESET | MEM_RESERVE,
     MEM_RESET | MEM_RESET_UNDO,
@@ -239,9 +238,29 @@ def test_allocate_conflicts(mm: MemoryManager) -> None:
 
 
 def test_allocate_no_memory(mm: MemoryManager) -> None:
-    status, _, _ = nt.NtAllocateVirtualMemory(mm, 0, 0, mm.highest_address, MEM_RESERVE,
+    """A size that fits the user range but no free gap is STATUS_NO_MEMORY; one larger than
+    the range itself is STATUS_INVALID_PARAMETER (Wine records 87 for both 2 GiB on x86 and
+    SIZE_T -1, tests/oracle valloc size.*)."""
+    middle = mm.highest_address // 2 & ~0xFFFF
+    assert nt.NtAllocateVirtualMemory(mm, middle, 0, 0x10000, MEM_RESERVE, PAGE_READWRITE)[0] == 0
+    status, _, _ = nt.NtAllocateVirtualMemory(mm, 0, 0, middle + 0x10000, MEM_RESERVE,
                                               PAGE_READWRITE)
     assert status == STATUS_NO_MEMORY
+    for size in (mm.highest_address, (1 << (64 if mm.is_64bit else 32)) - 1):
+        status, _, _ = nt.NtAllocateVirtualMemory(mm, 0, 0, size, MEM_RESERVE, PAGE_READWRITE)
+        assert status == STATUS_INVALID_PARAMETER
+
+
+def test_write_watch_with_commit_at_null_reserves(mm: MemoryManager) -> None:
+    """MEM_COMMIT at a NULL base reserves too, so MEM_WRITE_WATCH is allowed (Wine: valloc
+    type.write_watch_commit); with an explicit base it still needs MEM_RESERVE."""
+    status, base, _ = nt.NtAllocateVirtualMemory(mm, 0, 0, 0x1000, MEM_WRITE_WATCH | MEM_COMMIT,
+                                                 PAGE_READWRITE)
+    assert status == STATUS_SUCCESS and base
+    assert mm.query(base).State == MEM_COMMIT
+    status, _, _ = nt.NtAllocateVirtualMemory(mm, base, 0, 0x1000, MEM_WRITE_WATCH | MEM_COMMIT,
+                                              PAGE_READWRITE)
+    assert status == STATUS_INVALID_PARAMETER
 
 
 @pytest.mark.parametrize("protect", [0, PAGE_WRITECOPY, PAGE_NOACCESS | PAGE_GUARD,

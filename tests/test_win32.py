@@ -52,7 +52,9 @@ def test_failures_set_the_mapped_error_and_keep_the_status(k32: Kernel32) -> Non
     assert k32.VirtualAlloc(0, 0x1000, MEM_COMMIT, PAGE_WRITECOPY) == 0
     assert k32.GetLastError() == ERROR_INVALID_PARAMETER
     assert k32.last_status == 0xC0000045  # STATUS_INVALID_PAGE_PROTECTION
-    assert k32.VirtualAlloc(0, k32.mm.highest_address, MEM_RESERVE, PAGE_READWRITE) == 0
+    middle = k32.mm.highest_address // 2 & ~0xFFFF
+    assert k32.VirtualAlloc(middle, 0x10000, MEM_RESERVE, PAGE_READWRITE) == middle
+    assert k32.VirtualAlloc(0, middle + 0x10000, MEM_RESERVE, PAGE_READWRITE) == 0
     assert k32.GetLastError() == ERROR_NOT_ENOUGH_MEMORY
     assert k32.last_status == 0xC0000017  # STATUS_NO_MEMORY
 

@@ -97,11 +97,14 @@ def NtAllocateVirtualMemory(
     * size 0 -> STATUS_INVALID_PARAMETER; ZeroBits 22..31 (and, on 64-bit guests, 33..0xFFFE;
       on 32-bit guests anything from 32) -> STATUS_INVALID_PARAMETER_3; unknown type bits
       (e.g. AT_ROUND_TO_PAGE), no COMMIT/RESERVE/RESET, MEM_RESET or MEM_RESET_UNDO combined
-      with anything, MEM_WRITE_WATCH without MEM_RESERVE -> STATUS_INVALID_PARAMETER.
+      with anything, MEM_WRITE_WATCH without MEM_RESERVE (a NULL base with MEM_COMMIT
+      reserves, so it counts) -> STATUS_INVALID_PARAMETER.
     * With MEM_RESERVE the base is rounded down to 64 KiB, otherwise to a page; the size then
       covers ``[base, base+size)`` in whole pages. Ranges outside the user address space ->
       STATUS_INVALID_PARAMETER; an occupied range -> STATUS_CONFLICTING_ADDRESSES.
-    * Base 0 reserves anywhere (MEM_COMMIT alone reserves and commits). ZeroBits 1..21 keep
+    * Base 0 reserves anywhere (MEM_COMMIT alone reserves and commits); a size larger than
+      the user range below its last 64 KiB (MM_HIGHEST_VAD_ADDRESS) can never fit ->
+      STATUS_INVALID_PARAMETER (Wine's answer in tests/oracle valloc, ReactOS's too). ZeroBits 1..21 keep
       the result below ``2**(32-ZeroBits)``; on 64-bit guests a ZeroBits >= 32 is a mask and
       the result must fit under its highest set bit. MEM_TOP_DOWN searches from the top.
       No room -> STATUS_NO_MEMORY.
@@ -131,7 +134,7 @@ def _allocate(
     if size <= 0:
         raise _NtFailure("region size must be nonzero", C.STATUS_INVALID_PARAMETER)
     limit = _zero_bits_limit(mm, zero_bits)
-    _check_allocation_type(allocation_type)
+    _check_allocation_type(allocation_type, implicit_reserve=not base)
     if base < 0:
         raise _NtFailure("negative base address", C.STATUS_INVALID_PARAMETER)
     reserve = bool(allocation_type & C.MEM_RESERVE)
@@ -141,6 +144,8 @@ def _allocate(
         if start < mm.lowest_address or start + size > mm.highest_address:
             raise _NtFailure(f"{base:#x} is outside the user range", C.STATUS_INVALID_PARAMETER)
     else:
+        if size > mm.highest_address - GRANULARITY - 1:
+            raise _NtFailure(f"{size:#x} bytes exceed the user range", C.STATUS_INVALID_PARAMETER)
         start = 0
         size = page_round_up(size)
 
@@ -185,7 +190,9 @@ def _zero_bits_limit(mm: MemoryManager, zero_bits: int) -> int | None:
     return (1 << zero_bits.bit_length()) - 1
 
 
-def _check_allocation_type(allocation_type: int) -> None:
+def _check_allocation_type(allocation_type: int, *, implicit_reserve: bool = False) -> None:
+    """``implicit_reserve``: a NULL base, where MEM_COMMIT reserves too."""
+    reserves = allocation_type & C.MEM_RESERVE or (implicit_reserve and allocation_type & C.MEM_COMMIT)
     kinds = allocation_type & (C.MEM_COMMIT | C.MEM_RESERVE | C.MEM_RESET | C.MEM_RESET_UNDO)
     resets = allocation_type & (C.MEM_RESET | C.MEM_RESET_UNDO)
     invalid = (
@@ -193,7 +200,7 @@ def _check_allocation_type(allocation_type: int) -> None:
         or not kinds
         or (resets and allocation_type != resets)
         or resets == C.MEM_RESET | C.MEM_RESET_UNDO
-        or (allocation_type & C.MEM_WRITE_WATCH and not allocation_type & C.MEM_RESERVE)
+        or (allocation_type & C.MEM_WRITE_WATCH and not reserves)
     )
     if invalid:
         raise _NtFailure(f"invalid allocation type {allocation_type:#x}",
