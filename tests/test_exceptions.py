@@ -686,3 +686,63 @@ def test_a_snapshot_taken_inside_a_handler_resumes_in_a_fresh_process(tmp_path: 
     result = resumed.run()
     assert result.stdout.decode().splitlines() == plain
     assert result.exit_code == 0 and resumed.exceptions.active == []
+
+
+REMOVE64 = source(64, "ExitProcess AddVectoredExceptionHandler RemoveVectoredExceptionHandler", r"""
+start:
+    push rbx
+    sub rsp, 0x20
+    mov ecx, 1
+    lea rdx, [rip + second]
+    call qword ptr [rip + {IAT:AddVectoredExceptionHandler}]
+    mov qword ptr [rip + {DATA:h_second}], rax
+    mov ecx, 1                              ; first in the list: runs before `second`
+    lea rdx, [rip + first]
+    call qword ptr [rip + {IAT:AddVectoredExceptionHandler}]
+    xor ecx, ecx
+    lea rdx, [rip + third]
+    call qword ptr [rip + {IAT:AddVectoredExceptionHandler}]
+    xor eax, eax
+    mov eax, dword ptr [rax]                ; NULL read
+    lea rcx, [rip + {DATA:m_calls}]
+    mov rdx, qword ptr [rip + {DATA:calls}]
+    call print_kv
+    xor ecx, ecx
+    call qword ptr [rip + {IAT:ExitProcess}]
+
+first:                                      ; removes `second` while the exception is dispatched
+    sub rsp, 0x28
+    mov rax, qword ptr [rip + {DATA:calls}]
+    shl rax, 4
+    or rax, 1
+    mov qword ptr [rip + {DATA:calls}], rax
+    mov rcx, qword ptr [rip + {DATA:h_second}]
+    call qword ptr [rip + {IAT:RemoveVectoredExceptionHandler}]
+    xor eax, eax                            ; EXCEPTION_CONTINUE_SEARCH
+    add rsp, 0x28
+    ret
+
+second:
+    mov rax, qword ptr [rip + {DATA:calls}]
+    shl rax, 4
+    or rax, 2
+    mov qword ptr [rip + {DATA:calls}], rax
+    xor eax, eax
+    ret
+
+third:
+    mov rax, qword ptr [rip + {DATA:calls}]
+    shl rax, 4
+    or rax, 3
+    mov qword ptr [rip + {DATA:calls}], rax
+    mov rdx, qword ptr [rcx + 8]
+    add qword ptr [rdx + 0xF8], 2           ; past `mov eax, [rax]`
+    mov eax, 0xFFFFFFFF
+    ret
+""", data="calls: dq 0\nh_second: dq 0", rdata='m_calls: db "handlers called, in order: ", 0')
+
+
+def test_a_vectored_handler_removed_during_dispatch_is_not_called() -> None:
+    lines, code, _ = run(REMOVE64)
+    assert lines == ["handlers called, in order: 0x13"]  # first, then third (Wine agrees)
+    assert code == 0

@@ -142,7 +142,7 @@ class ExceptionDispatcher(X64Unwinder):
             host.end_with_exception(code, information, address)
             return
         dispatch = self._new(EXCEPTION_KIND, code, flags, address, information, layout)
-        dispatch.handlers = [function for _, function in self.vectored]
+        dispatch.handlers = [handle for handle, _ in self.vectored]
         self.active.append(dispatch)
         self._advance(dispatch)
 
@@ -235,11 +235,13 @@ class ExceptionDispatcher(X64Unwinder):
     # -- the phases -------------------------------------------------------------------------
     def _advance(self, dispatch: Dispatch) -> None:
         if dispatch.phase == VECTORED:
-            if dispatch.index < len(dispatch.handlers):
-                handler = dispatch.handlers[dispatch.index]
+            live = dict(self.vectored)
+            while dispatch.index < len(dispatch.handlers):
+                handle = dispatch.handlers[dispatch.index]
                 dispatch.index += 1
-                self._call(dispatch, handler, [dispatch.pointers])
-                return
+                if handle in live:  # a handler removed by an earlier one is not called (Wine)
+                    self._call(dispatch, live[handle], [dispatch.pointers])
+                    return
             dispatch.phase = FRAMES
             if self.host.mm.is_64bit:
                 context = self.host.mm.read(dispatch.context, context_size(True))

@@ -53,7 +53,7 @@ class Dispatch:
     scratch: int
     base: int
     phase: str = VECTORED
-    handlers: list[int] = field(default_factory=list)
+    handlers: list[int] = field(default_factory=list)  # vectored handler handles, in call order
     index: int = 0
     frame: int = 0  # x86: registration record being handled; x64: establisher frame
     nested_frame: int = 0
