@@ -82,7 +82,7 @@ static void test_decommit(void)
     vf("decommit.size_zero_base", p, 0, MEM_DECOMMIT);
     query("decommit.size_zero_base.q", p);
     vf("decommit.whole_again", p, 0x10000, MEM_DECOMMIT);
-    vf("decommit.free_space", X + 0x70000, 0x1000, MEM_DECOMMIT);
+    vf("decommit.free_space", X + 0x70000, 0x1000, MEM_DECOMMIT);  /* 487: windows_overrides.txt */
     vf("decommit.with_bit", p, 0x1000, MEM_DECOMMIT | 0x8);
     vf("decommit.release_after", p, 0, MEM_RELEASE);
 
