@@ -1,15 +1,18 @@
 """Tests for FreeRangeIndex: a stateful model check plus alignment and fragmentation cases.
 
 The model is a bitmap of free units over a small space, so every answer (free ranges, first and
-last fit) can be recomputed by brute force and compared after every step. White-box checks of
-the treap invariants catch a stale ``maxlen`` that is too large, which the model alone would
-miss (it only makes searches slower, never wrong).
+last fit for any size, alignment and window) can be recomputed by brute force and compared
+after every step. White-box checks of the treap invariants catch a stale capacity maximum:
+one too small makes a search miss a fit (the model catches that too), one too large only
+makes searches slower, which only the invariant check sees. The O(log n) claim itself is
+checked by counting the lines a search executes on a space with 20,000 holes (no timing).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import sys
 
 import pytest
 from hypothesis import settings
@@ -17,26 +20,39 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from emulator_mem.errors import ConflictingAddressesError, InvalidParameterError
+from emulator_mem.space import freeranges
 from emulator_mem.space.freeranges import FreeRangeIndex, _Node
 
 LO, HI = 8, 72  # model space: units [LO, HI); addresses below/above probe the edges
 coord = st.integers(min_value=0, max_value=HI + 8)
+# more distinct alignments than the index keeps classes for, one not a power of two
 alignments = st.sampled_from([1, 2, 3, 4, 8, 16, 32])
 
 
-def check_treap(index: FreeRangeIndex) -> int:
-    """Assert BST order, heap order and exact ``maxlen`` everywhere; return the depth."""
+def capacity(start: int, end: int, align: int) -> int:
+    """Longest aligned request that fits in [start, end); 0 when none does."""
+    first = start + (-start) % align
+    return max(end - first, 0)
 
-    def walk(node: _Node | None, lo: int, hi: int) -> tuple[int, int]:
+
+def check_treap(index: FreeRangeIndex) -> int:
+    """Assert BST order, heap order and exact capacity maxima everywhere; return the depth."""
+    classes = index.alignment_classes
+    none = [0] * len(classes)
+
+    def walk(node: _Node | None, lo: int, hi: int) -> tuple[list[int], int]:
         if node is None:
-            return -1, 0
+            return none, 0
         assert lo <= node.start < node.end <= hi
         for child in (node.left, node.right):
             assert child is None or child.prio <= node.prio
-        lmax, ldepth = walk(node.left, lo, node.start)
-        rmax, rdepth = walk(node.right, node.end, hi)
-        assert node.maxlen == max(node.end - node.start, lmax, rmax)
-        return node.maxlen, 1 + max(ldepth, rdepth)
+        lcaps, ldepth = walk(node.left, lo, node.start)
+        rcaps, rdepth = walk(node.right, node.end, hi)
+        own = [capacity(node.start, node.end, a) for a in classes]
+        expect = [max(t) for t in zip(own, lcaps, rcaps, strict=True)]
+        # no fit at all may be kept as any capacity <= 0
+        assert [max(c, 0) for c in (node.cap, *(node.more or []))] == expect
+        return expect, 1 + max(ldepth, rdepth)
 
     return walk(index._root, 0, 1 << 64)[1]
 
@@ -81,9 +97,10 @@ class FreeRangeMachine(RuleBasedStateMachine):
         self.index = FreeRangeIndex(LO, HI)
         self.model = Model(LO, HI)
 
-    @initialize(used=st.sets(st.integers(LO, HI - 1)))
-    def fragment(self, used: set[int]) -> None:
+    @initialize(used=st.sets(st.integers(LO, HI - 1)), granularity=st.sampled_from([1, 4, 8]))
+    def fragment(self, used: set[int], granularity: int) -> None:
         """Start from a random bitmap: random single steps rarely fragment the space much."""
+        self.index = FreeRangeIndex(LO, HI, granularity)
         for a in sorted(used):
             self.index.reserve(a, a + 1)
             self.model.free[a] = False
@@ -152,6 +169,19 @@ class FreeRangeMachine(RuleBasedStateMachine):
         edges = [e for r in self.model.ranges() for e in r] or [LO, HI]
         near = st.builds(lambda e, d: max(e + d, 0), st.sampled_from(edges), st.integers(-3, 3))
         self.find(size, align, data.draw(near), data.draw(near))
+
+    @rule(size=st.integers(1, 12), align=alignments, top_down=st.booleans())
+    def allocate(self, size: int, align: int, top_down: bool) -> None:
+        """Search the whole space then reserve the answer, as VirtualAlloc(NULL, …) does (the
+        reserve reuses the search's path)."""
+        fits = self.model.fits(size, align, 0, HI + 8)
+        search = self.index.find_last if top_down else self.index.find_first
+        found = search(size, align, 0, HI + 8)
+        assert found == ((fits[-1] if top_down else fits[0]) if fits else None)
+        if found is not None:
+            self.index.reserve(found, found + size)
+            for a in range(found, found + size):
+                self.model.free[a] = False
 
     @rule(start=coord, length=st.integers(min_value=1, max_value=24))
     def is_free(self, start: int, length: int) -> None:
@@ -322,3 +352,98 @@ def test_twenty_thousand_misaligned_near_misses_are_checked_exactly() -> None:
     index.release(USER_LO + 5000 * GRAN, USER_LO + 5000 * GRAN + GRAN - 2 * PAGE)
     assert index.find_first(2 * PAGE, GRAN, 0, USER_HI) == USER_LO + 5000 * GRAN
     assert index.find_last(2 * PAGE, GRAN, 0, 0x6000_0000) == USER_LO + 5000 * GRAN
+
+
+# -- cost: lines executed, not time ----------------------------------------------------------
+
+
+def lines_run(call: object) -> int:
+    """Lines of freeranges.py executed by ``call()``: a deterministic measure of search work."""
+    count = 0
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        nonlocal count
+        if frame.f_code.co_filename != freeranges.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        call()  # type: ignore[operator]
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_small_reservations_keep_searches_logarithmic() -> None:
+    """VirtualAlloc(NULL, 0x1000) in a loop: every reservation leaves the rest of its granule
+    free, a hole longer than the next request but with no 64 KiB-aligned start. A search
+    pruned by length alone visits all of them; pruned by aligned capacity it stays O(log n).
+    """
+    index = FreeRangeIndex(USER_LO, USER_HI, GRAN)
+    n = 20_000
+    for i in range(n):
+        base = index.find_first(PAGE, GRAN, 0, USER_HI)
+        assert base == USER_LO + i * GRAN
+        index.reserve(base, base + PAGE)
+    assert len(index) == n  # n - 1 sub-granule holes and the rest of the space
+    budget = 60 * math.log2(n)  # ~860 lines; a walk over the holes would run > 60,000
+    mid = USER_LO + n // 2 * GRAN + 0x800  # a window edge in the middle of the holes
+    searches = [
+        lambda: index.find_first(PAGE, GRAN, 0, USER_HI),
+        lambda: index.find_last(PAGE, GRAN, 0, USER_LO + n * GRAN),  # top-down below the top
+        lambda: index.find_first(3 * PAGE, GRAN, mid, USER_HI),
+        lambda: index.find_last(PAGE, GRAN, mid, USER_LO + n * GRAN + GRAN),
+        lambda: index.find_first(PAGE, MB, 0, USER_HI),  # an extra alignment class
+        lambda: index.find_last(2 * MB, 2 * MB, 0, USER_HI),
+    ]
+    lines_run(searches[4])  # registering a class is the one O(n) pass; then it is kept
+    lines_run(searches[5])
+    for search in searches:
+        assert lines_run(search) < budget
+    assert index.find_first(PAGE, GRAN, 0, USER_HI) == USER_LO + n * GRAN
+    assert index.find_first(3 * PAGE, GRAN, mid, USER_HI) == USER_LO + n * GRAN
+    assert index.find_last(PAGE, GRAN, 0, USER_LO + n * GRAN) is None  # only sub-granule holes
+    assert index.find_first(PAGE, MB, 0, USER_HI) == -(-(USER_LO + n * GRAN) // MB) * MB
+    # freeing one reservation in the middle makes its granule the lowest fit again
+    hole = USER_LO + 1234 * GRAN
+    assert lines_run(lambda: index.release(hole, hole + PAGE)) < budget
+    assert index.find_first(2 * PAGE, GRAN, 0, USER_HI) == hole
+    assert index.find_last(2 * PAGE, GRAN, 0, USER_LO + n * GRAN) == hole
+    check_treap(index)
+
+
+def test_alignment_classes_come_and_go_exactly() -> None:
+    """More alignments than kept classes: the least recently used one gives way, and answers
+    stay those of a brute-force scan whichever classes are kept."""
+    rng = random.Random(7)
+    index = FreeRangeIndex(0, 1 << 28, PAGE)
+    used: list[tuple[int, int]] = []
+    for _ in range(300):
+        size = rng.randint(1, 40) * PAGE
+        base = index.find_first(size, GRAN, 0, 1 << 28)
+        assert base is not None
+        index.reserve(base, base + size)
+        used.append((base, size))
+    for base, size in rng.sample(used, 120):
+        index.release(base, base + size)
+    free = index.ranges()
+
+    def brute(size: int, align: int, top_down: bool) -> int | None:
+        """Linear scan of every free range: its lowest and highest aligned fit."""
+        fits = []
+        for lo, hi in free:
+            first, last = -(-lo // align) * align, (hi - size) // align * align
+            if first <= last:
+                fits.append(last if top_down else first)
+        return (max(fits) if top_down else min(fits)) if fits else None
+
+    aligns = [PAGE, 2 * PAGE, GRAN, 4 * GRAN, MB, 2 * MB, 3 * PAGE]
+    for _ in range(60):
+        align, size = rng.choice(aligns), rng.randint(1, 64) * PAGE
+        assert index.find_first(size, align, 0, 1 << 28) == brute(size, align, False)
+        assert index.find_last(size, align, 0, 1 << 28) == brute(size, align, True)
+        assert len(index.alignment_classes) <= 1 + freeranges.EXTRA_CLASSES
+    check_treap(index)

@@ -476,18 +476,23 @@ class ManagerMachine(RuleBasedStateMachine):
     # -- rules ------------------------------------------------------------------------------
     @rule(granule=st.one_of(st.none(), granules),
           misalign=st.sampled_from([0, 0, 0, 0x1000, 0x800]),
-          size=sizes, protect=protects, reserve_only=st.booleans(), top_down=st.booleans())
+          size=sizes, protect=protects, reserve_only=st.booleans(), top_down=st.booleans(),
+          alignment=st.sampled_from([GRANULE, GRANULE, 2 * GRANULE, 8 * GRANULE, 0x100000]),
+          edges=st.tuples(st.integers(0, 8 * PAGE), st.integers(0, 8 * PAGE)))
     def allocate(self, granule: int | None, misalign: int, size: int, protect: int,
-                 reserve_only: bool, top_down: bool) -> None:
+                 reserve_only: bool, top_down: bool, alignment: int = GRANULE,
+                 edges: tuple[int, int] = (0, 0)) -> None:
         self.count_step()
         model, mm = self.model, self.mm
         valid = size > 0 and protect_is_valid(protect)
         rsize = page_up(size) if size > 0 else 0
         if granule is None:
-            kwargs = dict(min_address=WINDOW, max_address=WINDOW_END, top_down=top_down)
+            # a search window a little inside the machine's window, any supported alignment
+            lo, hi = WINDOW + edges[0], WINDOW_END - edges[1]
+            kwargs = dict(min_address=lo, max_address=hi, top_down=top_down, alignment=alignment)
             base = None
             if valid:
-                candidates = range(WINDOW, WINDOW_END - rsize + 1, GRANULE)
+                candidates = range(-(-lo // alignment) * alignment, hi - rsize + 1, alignment)
                 fits = [a for a in candidates if model.is_free(a, a + rsize)]
                 if fits:
                     base = fits[-1] if top_down else fits[0]

@@ -44,3 +44,39 @@ def add_fill_hook(uc: Any, fill: Fill) -> int:
         raise UcError(status)
     uc._callbacks[handle.value] = fptr  # keeps the callback alive; hook_del drops it
     return int(handle.value)
+
+
+#: the raw callback's C signature, the entry seen as two uint64 (paddr; perms + padding)
+RAW_FILL_CFUNC = ctypes.CFUNCTYPE(
+    ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+    ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p,
+)  # fmt: skip
+RawFill = Callable[[Any, int, int, Any, Any], bool]
+
+
+def hand_to_emu_start(uc: Any, err: BaseException) -> bool:
+    """The bindings' contract for an exception in a hook: keep the first, stop the run."""
+    if uc._hook_exception is None:
+        uc._hook_exception = err
+    uc.emu_stop()
+    return False
+
+
+def add_raw_fill_hook(uc: Any, raw: RawFill) -> int:
+    """Like :func:`add_fill_hook` without even the trampoline frame: Unicorn calls ``raw``
+    itself as ``raw(handle, vaddr, access, entry, key)``, where ``entry[0] = paddr`` and
+    ``entry[1] = perms`` fill the translation (no ctypes struct built per call). ``raw``
+    must catch its own exceptions and pass them to :func:`hand_to_emu_start`.
+
+    For the MMU's re-miss answers, which are most of a cold run's misses: the saved frame
+    and struct are a measurable share of a ~1 µs call.
+    """
+    fptr = RAW_FILL_CFUNC(raw)
+    handle = _bindings.uc_hook_h()
+    status = _bindings.uclib.uc_hook_add(
+        uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL,
+        ctypes.cast(fptr, ctypes.c_void_p), ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0))
+    if status != UC_ERR_OK:
+        raise UcError(status)
+    uc._callbacks[handle.value] = fptr  # keeps the callback alive; hook_del drops it
+    return int(handle.value)

@@ -17,8 +17,20 @@ TLB warm-up: qemu only grows its TLB when it is flushed while more than 70% of i
 use, so a cold TLB misses on every access. The fill hook counts misses and flushes itself
 just past that mark (181 misses for qemu's initial 256 entries, then 360, 718, …), which
 lets the TLB double each time (flushing from inside the fill hook is safe because qemu
-re-reads the entry after ``tlb_fill``). A cold working set costs ~2.4 misses a page in all
-(~3 when flushing at 100%, as round one did); the size survives rollbacks.
+re-reads the entry after ``tlb_fill``). The growth stops once every page translated since
+the last real flush fits the TLB (give or take 1/64 for conflicts): doubling further would
+only empty a warm TLB. A cold 16k-page working set costs ~1.7 misses a page in all (~3 when
+flushing at 100%, as round one did); the size survives rollbacks.
+
+Re-misses: a growth flush (and every conflict eviction) throws away translations that are
+still valid, and those pages miss again. So the MMU remembers what it handed out since the
+last :meth:`MMU.flush` (``refill``: virtual page -> physical address and permissions) and
+answers a re-miss from there without consulting the address space: exactly a larger TLB,
+since whatever may invalidate a translation already calls :meth:`MMU.flush`, which forgets
+them. Entries that need the slow path's side effects are never remembered: refusals, trap
+and hole pages, executable pages (the fill records them in ``phys.exec_pages`` for code
+invalidation). A remembered entry with fewer rights than an access needs (a clean page
+entered read-only) goes the slow way again.
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from ..windows import constants as C
 from ..windows.protection import CPU_PERMS, UC_EXEC, UC_WRITE, WRITECOPY_RESOLVED
 from .faults import UC_ACCESS_TO_WINDOWS, Fault
 from .fetchtrap import FetchTrap
-from .fillhook import add_fill_hook
+from .fillhook import add_raw_fill_hook, hand_to_emu_start
 from .holes import Holes, uc_error
 from .physmem import DirtyLog, PhysicalMemory
 
@@ -59,10 +71,22 @@ def growth_mark(tlb_size: int) -> int:
 
     qemu's ``tlb_mmu_resize_locked`` doubles the table when the entries used since the last
     flush exceed 70% of it. Every entry dropped by the flush misses again, so flush as soon
-    as that is true: cold pages then miss ~1.7 times each instead of ~3.
+    as that is true. qemu computes ``used * 100 / size`` in integer arithmetic and needs more
+    than 70, and a few misses may land in a slot already used (conflicts), so the mark
+    keeps a 2% margin: at 70% + 2 misses a 512-entry TLB scores exactly 70 and stays put.
     """
-    return tlb_size * 7 // 10 + 2
+    return tlb_size * 72 // 100 + 1
 
+
+
+class _Entry:
+    """Where :meth:`MMU._fill` writes a translation before it is copied into Unicorn's."""
+
+    __slots__ = ("paddr", "perms")
+
+    def __init__(self) -> None:
+        self.paddr = 0
+        self.perms = 0
 
 
 class MMU:
@@ -77,7 +101,11 @@ class MMU:
         self.watched_allocations = 0  # allocations with MEM_WRITE_WATCH
         #: told about the first write to a write-watched page since its reset (report history)
         self.write_watch_observers: list[WriteWatchObserver] = []
-        self.misses = 0
+        self.misses = 0  # every TLB fill Unicorn asked for
+        self.refills = 0  # of which answered from ``refill``
+        self.growth_flushes = 0
+        #: translations handed out since the last flush: virtual page -> (paddr, perms)
+        self.refill: dict[int, tuple[int, int]] = {}
         self.flushes = 0
         self._since_flush = 0
         self._tlb_size = FIRST_TLB_SIZE  # what qemu's TLB has grown to, as far as we know
@@ -87,7 +115,7 @@ class MMU:
         self.on_fault: Callable[[Fault], None] | None = None
         self.pc_reg = UC_X86_REG_RIP if uc.ctl_get_mode() & UC_MODE_64 else UC_X86_REG_EIP
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        self._hook = add_fill_hook(uc, self._fill)
+        self._hook = add_raw_fill_hook(uc, self._make_on_miss())
         self.until: int | None = None
         self._forced: dict[int, int] | None = None  # see invalidate_code
         phys.on_code_write = self.invalidate_code
@@ -102,25 +130,74 @@ class MMU:
         """Drop every cached translation (after a protection or mapping change)."""
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         self.trap.pages.clear()
+        self.refill.clear()
         self.flushes += 1
         self._since_flush = 0
 
+    def _make_on_miss(self) -> Callable[[Any, int, int, Any, Any], bool]:
+        """The callback Unicorn calls on every TLB miss (see :func:`add_raw_fill_hook`):
+        growth flushes, then a remembered translation, else :meth:`_fill`.
+
+        A closure, so a re-miss is answered without a further Python call: it runs ~1.7
+        times per page of a cold working set, mostly for re-misses.
+        """
+        refill = self.refill
+        uc = self.uc
+        fill = self._fill
+        slot = _Entry()
+
+        def on_miss(_handle: Any, vaddr: int, access: int, entry: Any, _key: Any) -> bool:
+            try:
+                if self._forced is not None:
+                    return self._fill_into(vaddr, access, entry, slot)
+                self.misses += 1
+                self._since_flush += 1
+                if self._since_flush >= self._grow_at:
+                    self._grow()
+                hit = refill.get(vaddr >> 12)
+                if hit is not None and hit[1] & NEED.get(access, 1):
+                    self.refills += 1
+                    entry[0] = hit[0]
+                    entry[1] = hit[1]
+                    return True
+                if not fill(vaddr, access, slot):
+                    return False
+                entry[0] = slot.paddr
+                entry[1] = slot.perms
+                return True
+            except BaseException as err:  # noqa: BLE001 - emu_start re-raises it
+                return hand_to_emu_start(uc, err)
+
+        return on_miss
+
+    def _fill_into(self, vaddr: int, access: int, entry: Any, slot: _Entry) -> bool:
+        if not self._fill(vaddr, access, slot):
+            return False
+        entry[0] = slot.paddr
+        entry[1] = slot.perms
+        return True
+
+    def _grow(self) -> None:
+        """Let qemu see a busy TLB at flush time so it doubles its size: it grows when more
+        than 70% of the entries were used since the last flush, so flushing just past that
+        mark (not when full) costs the fewest re-misses. Not when every page translated
+        since the last real flush fits already (see the module docstring)."""
+        self._since_flush = 0
+        size = self._tlb_size
+        if len(self.refill) <= size + (size >> 6) or size >= MAX_TLB_SIZE:
+            return
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self.growth_flushes += 1
+        self._tlb_size = min(size * 2, MAX_TLB_SIZE)
+        self._grow_at = growth_mark(self._tlb_size)
+
     def _fill(self, vaddr: int, access: int, entry: Any) -> bool:
+        """Translate one page into ``entry.paddr`` / ``entry.perms``, or refuse it."""
         forced = self._forced
         if forced is not None and vaddr >> 12 in forced:
             entry.paddr = forced[vaddr >> 12]
             entry.perms = UC_EXEC | 1
             return True
-        self.misses += 1
-        self._since_flush += 1
-        if self._since_flush >= self._grow_at:
-            # let qemu see a busy TLB at flush time so it doubles its size: it grows when
-            # more than 70% of the entries were used since the last flush, so flushing just
-            # past that mark (not when full) costs the fewest re-misses
-            self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
-            self._since_flush = 0
-            self._tlb_size = min(self._tlb_size * 2, MAX_TLB_SIZE)
-            self._grow_at = growth_mark(self._tlb_size)
         alloc = self.space.find(vaddr)
         if alloc is None:
             if self.trap.is_marker(vaddr):
@@ -153,6 +230,8 @@ class MMU:
                 perms &= ~UC_WRITE
         if perms & UC_EXEC:
             self.phys.exec_pages.add(paddr >> 12)
+        else:
+            self.refill[vaddr >> 12] = (paddr, perms)
         entry.paddr = paddr
         entry.perms = perms
         return True

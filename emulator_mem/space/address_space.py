@@ -200,7 +200,7 @@ class AddressSpace:
         self.lowest = lowest
         self.highest = highest
         self.allocations: SortedDict = SortedDict()
-        self.free = FreeRangeIndex(lowest, highest)
+        self.free = FreeRangeIndex(lowest, highest, GRANULARITY)
         self.layout_version = 0
         self.committed_pages = 0
         self.reserved_bytes = 0

@@ -1,14 +1,28 @@
 """Index of the free address ranges of an address space: the search behind VirtualAlloc.
 
 VirtualAlloc without a base address must find the lowest (or, with MEM_TOP_DOWN, the highest)
-aligned hole that fits, and a long-running sample can fragment the space into tens of thousands
-of holes. A sorted list would make every search linear in the number of holes, so the free
-ranges live in a treap keyed by start address, each node also carrying the longest free range
-in its subtree. A search can then skip every subtree that cannot hold the request and only walk
-the few paths that can, which keeps all operations O(log n) in the number of free ranges.
+aligned hole that fits, and a long-running sample fragments the space into 10^5 holes. The free
+ranges live in a treap keyed by start address (coalesced: no two touch, so "wholly inside one
+free range" is the same as "wholly free").
 
-Free ranges are kept coalesced (no two touch), so "wholly inside one free range" is the same as
-"wholly free", and a range never has more than one free neighbour on each side.
+**What the search prunes by.** Each node carries, for its subtree, the largest *aligned
+capacity* ``end - align_up(start, a)``: how long a request aligned to ``a`` can be and still fit
+in the range. A request of ``size`` aligned to ``a`` fits in [start, end) exactly when that
+capacity is >= ``size`` (for MEM_TOP_DOWN too: ``align_down(end - size) >= start`` is the same
+condition), so a subtree whose capacity is >= ``size`` always holds an answer and one whose
+capacity is smaller never does. The search therefore walks one root-to-leaf path plus the two
+paths of the window edges: O(log n) for any size. The longest *length* is not enough: a 4 KiB
+reservation leaves the rest of its 64 KiB granule free, a hole longer than the next 4 KiB
+request but with no 64 KiB-aligned start in it, and with 10^5 such holes a length-pruned search
+visits every one of them (measured in docs/design.md).
+
+**Which alignments.** Capacity depends on the alignment, so it is kept per *alignment class*:
+the index's ``granularity`` (64 KiB for an address space: every VirtualAlloc without an
+explicit alignment) always, plus up to ``EXTRA_CLASSES`` more, registered the first time a
+search asks for them (an O(n) pass) and afterwards kept up to date by every change. When a
+further class is needed the least recently used extra one gives way. Every search is exact;
+only a program alternating among more than ``1 + EXTRA_CLASSES`` alignments pays the O(n)
+pass repeatedly.
 """
 
 from __future__ import annotations
@@ -17,11 +31,17 @@ import random
 
 from ..errors import ConflictingAddressesError, InvalidParameterError
 
+EXTRA_CLASSES = 3  # alignment classes kept besides the granularity (1 MiB, 2 MiB, … in practice)
+
 
 class _Node:
-    """One free range [start, end) plus the treap links and the subtree's longest range."""
+    """One free range [start, end), treap links and subtree maxima of aligned capacity.
 
-    __slots__ = ("start", "end", "prio", "left", "right", "maxlen")
+    ``cap``: the subtree's largest capacity for the index's granularity; ``more[i]``: the
+    same for the index's i-th extra alignment class (``None`` while there is none).
+    """
+
+    __slots__ = ("start", "end", "prio", "left", "right", "cap", "more")
 
     def __init__(self, start: int, end: int, prio: float) -> None:
         self.start = start
@@ -29,45 +49,73 @@ class _Node:
         self.prio = prio
         self.left: _Node | None = None
         self.right: _Node | None = None
-        self.maxlen = end - start
+        self.cap = 0
+        self.more: list[int] | None = None
 
 
-def _pull(node: _Node) -> _Node:
-    """Recompute ``maxlen`` from the children; every structural change must call this bottom-up."""
-    best = node.end - node.start
-    left, right = node.left, node.right
-    if left is not None and left.maxlen > best:
-        best = left.maxlen
-    if right is not None and right.maxlen > best:
-        best = right.maxlen
-    node.maxlen = best
-    return node
+def _capacity(start: int, end: int, alignment: int) -> int:
+    """Longest request aligned to ``alignment`` that fits in [start, end) (may be <= 0)."""
+    return end - -(-start // alignment) * alignment
 
 
-def _split(node: _Node | None, key: int) -> tuple[_Node | None, _Node | None]:
-    """Split into (starts < key, starts >= key). Recursion depth is the treap depth, O(log n)."""
-    if node is None:
-        return None, None
-    if node.start < key:
-        lower, upper = _split(node.right, key)
-        node.right = lower
-        return _pull(node), upper
-    lower, upper = _split(node.left, key)
-    node.left = upper
-    return lower, _pull(node)
+class _Treap:
+    """The treap plumbing; ``mask`` is ``granularity - 1``, ``extra`` the extra classes."""
 
+    __slots__ = ("mask", "extra")
 
-def _merge(lower: _Node | None, upper: _Node | None) -> _Node | None:
-    """Join two treaps where every start in ``lower`` is below every start in ``upper``."""
-    if lower is None:
+    def __init__(self, granularity: int) -> None:
+        self.mask = granularity - 1
+        self.extra: list[int] = []
+
+    def repull(self, node: _Node) -> bool:
+        """Recompute the subtree maxima from the children (every change does, bottom-up);
+        says whether one changed: if not, no ancestor's did either."""
+        old_cap, old_more = node.cap, node.more
+        start, end = node.start, node.end
+        mask = self.mask
+        best = end - ((start + mask) & ~mask)
+        left, right = node.left, node.right
+        if left is not None and left.cap > best:
+            best = left.cap
+        if right is not None and right.cap > best:
+            best = right.cap
+        node.cap = best
+        if self.extra:
+            more = [_capacity(start, end, a) for a in self.extra]
+            for child in (left, right):
+                if child is not None and child.more is not None:
+                    more = [m if m >= c else c for m, c in zip(more, child.more, strict=True)]
+            node.more = more
+            return best != old_cap or more != old_more
+        return best != old_cap
+
+    def split(self, node: _Node | None, key: int) -> tuple[_Node | None, _Node | None]:
+        """Split into (starts < key, starts >= key). Recursion depth is the treap depth."""
+        if node is None:
+            return None, None
+        if node.start < key:
+            lower, upper = self.split(node.right, key)
+            node.right = lower
+            self.repull(node)
+            return node, upper
+        lower, upper = self.split(node.left, key)
+        node.left = upper
+        self.repull(node)
+        return lower, node
+
+    def merge(self, lower: _Node | None, upper: _Node | None) -> _Node | None:
+        """Join two treaps where every start in ``lower`` is below every start in ``upper``."""
+        if lower is None:
+            return upper
+        if upper is None:
+            return lower
+        if lower.prio > upper.prio:
+            lower.right = self.merge(lower.right, upper)
+            self.repull(lower)
+            return lower
+        upper.left = self.merge(lower, upper.left)
+        self.repull(upper)
         return upper
-    if upper is None:
-        return lower
-    if lower.prio > upper.prio:
-        lower.right = _merge(lower.right, upper)
-        return _pull(lower)
-    upper.left = _merge(lower, upper.left)
-    return _pull(upper)
 
 
 def _check_range(start: int, end: int) -> None:
@@ -77,20 +125,32 @@ def _check_range(start: int, end: int) -> None:
 
 
 class FreeRangeIndex:
-    """Free address ranges inside [lo, hi): the free-range search behind VirtualAlloc."""
+    """Free address ranges inside [lo, hi): the free-range search behind VirtualAlloc.
 
-    __slots__ = ("_lo", "_hi", "_root", "_count", "_rng")
+    ``granularity`` (a power of two) is the alignment searched fastest: the address space
+    passes the 64 KiB allocation granularity.
+    """
 
-    def __init__(self, lo: int, hi: int) -> None:
+    __slots__ = ("_lo", "_hi", "_root", "_count", "_rng", "_t", "_granularity", "_lru", "_hint")
+
+    def __init__(self, lo: int, hi: int, granularity: int = 1) -> None:
         if not 0 <= lo <= hi:
             raise InvalidParameterError(f"bad address space [{lo:#x}, {hi:#x})")
+        if granularity < 1 or granularity & (granularity - 1):
+            raise InvalidParameterError(f"granularity {granularity:#x} is not a power of two")
         self._lo = lo
         self._hi = hi
+        self._granularity = granularity
+        self._t = _Treap(granularity)
+        self._lru: list[int] = []  # extra classes, least recently searched first
         # A private, fixed-seed generator keeps the tree shape reproducible across runs (and
         # snapshots) and independent of whoever else reseeds the global ``random`` module.
         self._rng = random.Random(0x5EED)
         self._root: _Node | None = None
         self._count = 0
+        #: root-to-node path of the range the last fast search answered from; any change to
+        #: the tree drops it (reserve and release clear it first)
+        self._hint: list[_Node] | None = None
         if lo < hi:
             self._insert(lo, hi)
 
@@ -99,21 +159,27 @@ class FreeRangeIndex:
     def reserve(self, start: int, end: int) -> None:
         """Mark [start, end) used; it must lie wholly inside one free range."""
         _check_range(start, end)
-        node = self._floor(start)
-        if node is None or node.end < end:
+        hint, self._hint = self._hint, None
+        if hint is not None and hint[-1].start <= start < hint[-1].end:
+            path, at = hint, len(hint) - 1  # the range the last search answered from
+        else:
+            path, at, _ = self._descend(start)
+        if at < 0 or path[at].end < end:
             raise ConflictingAddressesError(f"[{start:#x}, {end:#x}) is not wholly free")
+        node = path[at]
+        del path[at + 1 :]
         old_start, old_end = node.start, node.end
         if start == old_start and end == old_end:
-            self._remove(old_start)
-        elif start == old_start:
+            self._remove(path)
+            return
+        if start == old_start:
             # Moving a start inside its own gap keeps key order, so no rebalancing is needed.
             node.start = end
-            self._repull(end)
         else:
             node.end = start
-            self._repull(old_start)
-            if end < old_end:
-                self._insert(end, old_end)
+        self._repull_path(path)
+        if start != old_start and end < old_end:
+            self._insert(end, old_end)
 
     def release(self, start: int, end: int) -> None:
         """Mark [start, end) free again, coalescing with free neighbours.
@@ -126,50 +192,88 @@ class FreeRangeIndex:
             raise InvalidParameterError(
                 f"[{start:#x}, {end:#x}) is outside [{self._lo:#x}, {self._hi:#x})"
             )
-        before = self._floor(end - 1)
+        self._hint = None
+        # One descent finds both neighbours: the free range before (the floor of end - 1) and
+        # the one after (its successor), which can only start at ``end`` or later.
+        path, at_before, at_after = self._descend(end - 1)
+        before = path[at_before] if at_before >= 0 else None
         if before is not None and before.end > start:
             raise InvalidParameterError(f"[{start:#x}, {end:#x}) is partly free already")
-        after = self._find(end)
-        if before is not None and before.end == start:
-            if after is not None:
+        if before is not None and before.end != start:
+            before = None
+        after = path[at_after] if at_after >= 0 and path[at_after].start == end else None
+        if before is not None and after is not None:
+            # Both neighbours merge into one range. They are adjacent in key order, so one is
+            # the other's ancestor and both lie on the path: drop the deeper, widen the other.
+            if at_before < at_after:
                 before.end = after.end
-                self._remove(after.start)
+                keep, drop = at_before, at_after
             else:
-                before.end = end
-            self._repull(before.start)
+                after.start = before.start
+                keep, drop = at_after, at_before
+            self._remove(path[: drop + 1])
+            self._repull_path(path[: keep + 1], force=True)
+        elif before is not None:
+            before.end = end
+            self._repull_path(path[: at_before + 1])
         elif after is not None:
             after.start = start
-            self._repull(start)
+            self._repull_path(path[: at_after + 1])
         else:
             self._insert(start, end)
 
     def is_free(self, start: int, end: int) -> bool:
         """Whether all of [start, end) is free (ranges are coalesced, so one lookup suffices)."""
         _check_range(start, end)
-        node = self._floor(start)
-        return node is not None and node.end >= end
+        path, at, _ = self._descend(start)
+        return at >= 0 and path[at].end >= end
 
     def find_first(
         self, size: int, alignment: int, min_address: int, max_address: int
     ) -> int | None:
         """Lowest aligned ``a >= min_address`` with [a, a+size) free and ``a+size <= max_address``.
 
-        In-order walk that never enters a subtree whose longest range is shorter than ``size``
-        nor one wholly outside the window. A range of length >= size + alignment - 1 always
-        fits; shorter ones are checked exactly, so the cost is O((1 + k) log n) where k counts
-        the ranges long enough but misaligned that precede the answer (none when holes start on
-        the alignment, as reservations on the allocation granularity do).
+        In-order walk that enters only subtrees whose aligned capacity is >= ``size``: the first
+        such subtree wholly inside the window holds the answer, so the walk is O(log n).
         """
         _check_query(size, alignment)
         lo, hi = max(min_address, self._lo), min(max_address, self._hi)
         if hi - lo < size:
             return None
-        stack: list[_Node] = []
+        slot = self._class_slot(alignment)
         cur = self._root
+        if slot < 0 and lo <= self._lo:
+            # The common VirtualAlloc(NULL, …) search: no lower edge, so one root-to-answer
+            # descent (its path is kept for the ``reserve`` that usually follows).
+            if cur is None or cur.cap < size:
+                return None
+            path: list[_Node] = []
+            mask = alignment - 1
+            node: _Node = cur
+            while True:
+                path.append(node)
+                left = node.left
+                if left is not None and left.cap >= size:
+                    node = left
+                    continue
+                addr = (node.start + mask) & ~mask
+                if addr + size <= node.end:
+                    break
+                node = node.right  # type: ignore[assignment]  # holds the fit: caps are exact
+            if addr + size > hi:
+                return None  # the lowest fit of all ends past the window: so does every other
+            self._hint = path
+            return addr
+        stack: list[_Node] = []
         while True:
-            while cur is not None and cur.maxlen >= size:
-                stack.append(cur)
-                cur = cur.left if cur.start > lo else None
+            if slot < 0:
+                while cur is not None and cur.cap >= size:
+                    stack.append(cur)
+                    cur = cur.left if cur.start > lo else None
+            else:
+                while cur is not None and cur.more[slot] >= size:  # type: ignore[index]
+                    stack.append(cur)
+                    cur = cur.left if cur.start > lo else None
             if not stack:
                 return None
             node = stack.pop()
@@ -188,12 +292,39 @@ class FreeRangeIndex:
         lo, hi = max(min_address, self._lo), min(max_address, self._hi)
         if hi - lo < size:
             return None
-        stack: list[_Node] = []
+        slot = self._class_slot(alignment)
         cur = self._root
+        if slot < 0 and hi >= self._hi:
+            # MEM_TOP_DOWN with no upper edge: one descent, as in find_first
+            if cur is None or cur.cap < size:
+                return None
+            path: list[_Node] = []
+            mask = alignment - 1
+            node: _Node = cur
+            while True:
+                path.append(node)
+                right = node.right
+                if right is not None and right.cap >= size:
+                    node = right
+                    continue
+                addr = (node.end - size) & ~mask
+                if addr >= node.start:
+                    break
+                node = node.left  # type: ignore[assignment]  # holds the fit: caps are exact
+            if addr < lo:
+                return None
+            self._hint = path
+            return addr
+        stack: list[_Node] = []
         while True:
-            while cur is not None and cur.maxlen >= size:
-                stack.append(cur)
-                cur = cur.right if cur.end < hi else None
+            if slot < 0:
+                while cur is not None and cur.cap >= size:
+                    stack.append(cur)
+                    cur = cur.right if cur.end < hi else None
+            else:
+                while cur is not None and cur.more[slot] >= size:  # type: ignore[index]
+                    stack.append(cur)
+                    cur = cur.right if cur.end < hi else None
             if not stack:
                 return None
             node = stack.pop()
@@ -206,17 +337,16 @@ class FreeRangeIndex:
 
     def ranges(self) -> list[tuple[int, int]]:
         """All free ranges in address order (iterative, so deep trees cannot overflow)."""
-        out: list[tuple[int, int]] = []
-        stack: list[_Node] = []
-        cur = self._root
-        while stack or cur is not None:
-            while cur is not None:
-                stack.append(cur)
-                cur = cur.left
-            node = stack.pop()
-            out.append((node.start, node.end))
-            cur = node.right
-        return out
+        return [(node.start, node.end) for node in self._nodes()]
+
+    @property
+    def granularity(self) -> int:
+        return self._granularity
+
+    @property
+    def alignment_classes(self) -> tuple[int, ...]:
+        """Alignments the subtree capacities are kept for: the granularity, then the extras."""
+        return (self._granularity, *self._t.extra)
 
     def __len__(self) -> int:
         return self._count
@@ -224,41 +354,83 @@ class FreeRangeIndex:
     def __repr__(self) -> str:
         return f"FreeRangeIndex([{self._lo:#x}, {self._hi:#x}), {self._count} free ranges)"
 
+    # -- alignment classes ---------------------------------------------------------------------
+
+    def _class_slot(self, alignment: int) -> int:
+        """-1 for the granularity, else the index in ``more`` of ``alignment``'s class.
+
+        A class seen for the first time is registered (one O(n) pass over the tree); past
+        ``EXTRA_CLASSES`` it takes the slot of the least recently searched one.
+        """
+        if alignment == self._granularity:
+            return -1
+        extra, lru = self._t.extra, self._lru
+        if alignment in extra:
+            if lru[-1] != alignment:
+                lru.remove(alignment)
+                lru.append(alignment)
+            return extra.index(alignment)
+        if len(extra) < EXTRA_CLASSES:
+            extra.append(alignment)
+        else:
+            victim = lru.pop(0)
+            extra[extra.index(victim)] = alignment
+        lru.append(alignment)
+        self._recompute()
+        return extra.index(alignment)
+
+    def _recompute(self) -> None:
+        """Refresh every node's maxima bottom-up (post-order, iterative)."""
+        repull = self._t.repull
+        for node in reversed(self._preorder()):
+            repull(node)
+
     # -- treap plumbing ------------------------------------------------------------------------
 
-    def _floor(self, key: int) -> _Node | None:
-        """The range with the greatest start <= key: the only one that can contain ``key``."""
-        best: _Node | None = None
+    def _nodes(self) -> list[_Node]:
+        """Nodes in address order."""
+        out: list[_Node] = []
+        stack: list[_Node] = []
+        cur = self._root
+        while stack or cur is not None:
+            while cur is not None:
+                stack.append(cur)
+                cur = cur.left
+            node = stack.pop()
+            out.append(node)
+            cur = node.right
+        return out
+
+    def _preorder(self) -> list[_Node]:
+        """Nodes with every parent before its children."""
+        out: list[_Node] = []
+        stack = [self._root] if self._root is not None else []
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            if node.left is not None:
+                stack.append(node.left)
+            if node.right is not None:
+                stack.append(node.right)
+        return out
+
+    def _descend(self, key: int) -> tuple[list[_Node], int, int]:
+        """The search path for ``key`` from the root, with the positions on it of the range
+        with the greatest start <= key (the only one that can contain ``key``) and of the one
+        with the least start > key; -1 where there is none."""
+        path: list[_Node] = []
+        floor = succ = -1
         cur = self._root
         while cur is not None:
             if cur.start <= key:
-                best = cur
+                floor = len(path)
+                path.append(cur)
                 cur = cur.right
             else:
+                succ = len(path)
+                path.append(cur)
                 cur = cur.left
-        return best
-
-    def _find(self, start: int) -> _Node | None:
-        cur = self._root
-        while cur is not None and cur.start != start:
-            cur = cur.right if start > cur.start else cur.left
-        return cur
-
-    def _path(self, start: int) -> list[_Node]:
-        """Root-to-node path to the range starting at ``start`` (which must exist)."""
-        path: list[_Node] = []
-        cur = self._root
-        while cur is not None:
-            path.append(cur)
-            if cur.start == start:
-                return path
-            cur = cur.right if start > cur.start else cur.left
-        raise AssertionError(f"no free range starts at {start:#x}")  # pragma: no cover
-
-    def _repull(self, start: int) -> None:
-        """Refresh ``maxlen`` on the path after a range was resized in place."""
-        for node in reversed(self._path(start)):
-            _pull(node)
+        return path, floor, succ
 
     def _insert(self, start: int, end: int) -> None:
         new = _Node(start, end, self._rng.random())
@@ -267,19 +439,19 @@ class FreeRangeIndex:
         while cur is not None and cur.prio > new.prio:
             path.append(cur)
             cur = cur.right if start > cur.start else cur.left
-        new.left, new.right = _split(cur, start)
-        _pull(new)
+        new.left, new.right = self._t.split(cur, start)
+        self._t.repull(new)
         self._attach(path, start, new)
         self._count += 1
 
-    def _remove(self, start: int) -> None:
-        path = self._path(start)
+    def _remove(self, path: list[_Node]) -> None:
+        """Unlink the last node of the root-to-node ``path`` (the list is consumed)."""
         node = path.pop()
-        self._attach(path, start, _merge(node.left, node.right))
+        self._attach(path, node.start, self._t.merge(node.left, node.right))
         self._count -= 1
 
     def _attach(self, path: list[_Node], key: int, sub: _Node | None) -> None:
-        """Hang ``sub`` in the slot the node keyed ``key`` occupies, refresh ``maxlen`` upward."""
+        """Hang ``sub`` in the slot the node keyed ``key`` occupies, refresh maxima upward."""
         if not path:
             self._root = sub
             return
@@ -288,8 +460,17 @@ class FreeRangeIndex:
             parent.right = sub
         else:
             parent.left = sub
+        self._repull_path(path)
+
+    def _repull_path(self, path: list[_Node], *, force: bool = False) -> None:
+        """Refresh maxima bottom-up along a root-to-node path whose last node (or the subtree
+        below it) changed, stopping where nothing changes any more. ``force``: the last node
+        is refreshed whatever it reports (its subtree changed after its own last refresh)."""
+        repull = self._t.repull
         for node in reversed(path):
-            _pull(node)
+            if not repull(node) and not force:
+                return
+            force = False
 
 
 def _check_query(size: int, alignment: int) -> None:
