@@ -77,8 +77,8 @@ class Backend(Protocol):
     API emulation uses), not around it: this benchmark is about that bookkeeping.
     """
 
-    def alloc(self) -> int:
-        """Create one 64 KiB read/write allocation and return its base.
+    def alloc(self, size: int = ALLOC_SIZE) -> int:
+        """Create one read/write allocation of ``size`` bytes (64 KiB here) and return its base.
 
         Raise ``MemoryError`` when the peer itself cannot hold more (reported as a
         capacity skip, not as a crash).
@@ -87,15 +87,15 @@ class Backend(Protocol):
     def query(self, addr: int) -> object:
         """Look up the allocation/region containing ``addr``; falsy means not found."""
 
-    def protect(self, page: int, readonly: bool) -> None:
-        """Set one 4 KiB page to read-only (``True``) or back to read/write.
+    def protect(self, page: int, readonly: bool, size: int = PAGE_SIZE) -> None:
+        """Set [page, page+size) (one 4 KiB page here) to read-only (``True``) or back.
 
         A backend whose peer has no working protect sets a ``protect_unsupported``
         attribute (the reason) instead; the phase is then reported as skipped.
         """
 
-    def free(self, base: int) -> None:
-        """Release the whole allocation starting at ``base``."""
+    def free(self, base: int, size: int = ALLOC_SIZE) -> None:
+        """Release the whole allocation (of ``size`` bytes) starting at ``base``."""
 
     def region_count(self) -> int:
         """Number of regions Unicorn itself holds right now."""
@@ -109,6 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=20.0, help="seconds for the whole run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="", help="driver-specific variant (see driver doc)")
+    p.add_argument("--workload", default="64k", help="64k (this module) or one of _workloads")
     return p.parse_args(argv)
 
 
@@ -297,9 +298,15 @@ def main(
         # The peers allocate millions of small objects; a GC pass in the middle of a
         # timed phase is part of their real cost, so the collector stays on.
         gc.collect()
-        out.update(
-            run_scenario(lambda: make_backend(args), args.live, args.ops, args.budget, args.seed)
-        )
+        if args.workload == "64k":
+            out.update(
+                run_scenario(lambda: make_backend(args), args.live, args.ops, args.budget, args.seed)
+            )
+        else:
+            from _workloads import run_workload
+
+            out.update(run_workload(lambda: make_backend(args), args.workload, args.live,
+                                    args.ops, args.budget, args.seed))  # fmt: skip
     except Exception as exc:  # any peer failure becomes a recorded result
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]

@@ -37,11 +37,11 @@ class BareUnicorn:
         self.allocs: dict[int, int] = {}
         self.use_dict = use_dict
 
-    def alloc(self) -> int:
+    def alloc(self, size: int = ALLOC_SIZE) -> int:
         base = self.next
-        self.uc.mem_map(base, ALLOC_SIZE, _RW)
-        self.allocs[base] = ALLOC_SIZE
-        self.next += ALLOC_SIZE
+        self.uc.mem_map(base, size, _RW)
+        self.allocs[base] = size
+        self.next += -(-size // ALLOC_SIZE) * ALLOC_SIZE  # 64 KiB aligned, like VirtualAlloc
         return base
 
     def query(self, addr: int) -> object:
@@ -57,11 +57,11 @@ class BareUnicorn:
         base = addr & ~(ALLOC_SIZE - 1)
         return (base, self.allocs[base]) if base in self.allocs else None
 
-    def protect(self, page: int, readonly: bool) -> None:
-        self.uc.mem_protect(page, PAGE_SIZE, UC_PROT_READ if readonly else _RW)
+    def protect(self, page: int, readonly: bool, size: int = PAGE_SIZE) -> None:
+        self.uc.mem_protect(page, size, UC_PROT_READ if readonly else _RW)
 
-    def free(self, base: int) -> None:
-        self.uc.mem_unmap(base, ALLOC_SIZE)
+    def free(self, base: int, size: int = ALLOC_SIZE) -> None:
+        self.uc.mem_unmap(base, size)
         del self.allocs[base]
 
     def region_count(self) -> int:

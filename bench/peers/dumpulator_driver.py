@@ -46,21 +46,32 @@ class DumpulatorMemory:
         self.rw = MemoryProtect.PAGE_READWRITE
         self.ro = MemoryProtect.PAGE_READONLY
 
-    def alloc(self) -> int:
-        base = self.memory.find_free(ALLOC_SIZE)
+    def alloc(self, size: int = ALLOC_SIZE) -> int:
+        base = self.reserve(size)
+        self.memory.commit(base, size)
+        return base
+
+    def reserve(self, size: int) -> int:
+        """ZwAllocateVirtualMemory(MEM_RESERVE, base=0)."""
+        base = self.memory.find_free(size)
         if base is None:
             raise MemoryError("dumpulator find_free found no room")
-        self.memory.reserve(base, ALLOC_SIZE, self.rw)
-        self.memory.commit(base, ALLOC_SIZE)
+        self.memory.reserve(base, size, self.rw)
         return int(base)
+
+    def commit(self, addr: int, size: int) -> None:
+        self.memory.commit(addr, size, self.rw)
+
+    def decommit(self, addr: int, size: int) -> None:
+        self.memory.decommit(addr, size)
 
     def query(self, addr: int) -> object:
         return self.memory.query(addr)
 
-    def protect(self, page: int, readonly: bool) -> None:
-        self.memory.protect(page, PAGE_SIZE, self.ro if readonly else self.rw)
+    def protect(self, page: int, readonly: bool, size: int = PAGE_SIZE) -> None:
+        self.memory.protect(page, size, self.ro if readonly else self.rw)
 
-    def free(self, base: int) -> None:
+    def free(self, base: int, size: int = ALLOC_SIZE) -> None:
         if self.memory.find_region(base) is None:
             raise KeyError(hex(base))
         self.memory.release(base, 0)

@@ -83,11 +83,9 @@ class QilingMem:
         self.ql = _boot()
         self.mem = self.ql.mem
 
-    def alloc(self) -> int:
+    def alloc(self, size: int = ALLOC_SIZE) -> int:
         return int(
-            self.mem.map_anywhere(
-                ALLOC_SIZE, minaddr=0x10000, align=ALLOC_SIZE, perms=_RW, info="[bench]"
-            )
+            self.mem.map_anywhere(size, minaddr=0x10000, align=ALLOC_SIZE, perms=_RW, info="[bench]")
         )
 
     def query(self, addr: int) -> object:
@@ -96,11 +94,11 @@ class QilingMem:
                 return entry
         return None
 
-    def protect(self, page: int, readonly: bool) -> None:
-        self.mem.protect(page, PAGE_SIZE, UC_PROT_READ if readonly else _RW)
+    def protect(self, page: int, readonly: bool, size: int = PAGE_SIZE) -> None:
+        self.mem.protect(page, size, UC_PROT_READ if readonly else _RW)
 
-    def free(self, base: int) -> None:
-        self.mem.unmap(base, ALLOC_SIZE)
+    def free(self, base: int, size: int = ALLOC_SIZE) -> None:
+        self.mem.unmap(base, size)
 
     def region_count(self) -> int:
         return sum(1 for _ in self.ql.uc.mem_regions())
@@ -113,8 +111,8 @@ class QilingHeap(QilingMem):
         super().__init__()
         self.heap = self.ql.os.heap
 
-    def alloc(self) -> int:
-        base = int(self.heap.alloc(ALLOC_SIZE))
+    def alloc(self, size: int = ALLOC_SIZE) -> int:
+        base = int(self.heap.alloc(size))
         if not base:
             raise MemoryError(
                 f"ql.os.heap exhausted at {len(self.heap.chunks)} chunks "
@@ -130,7 +128,7 @@ class QilingHeap(QilingMem):
 
     protect_unsupported = "qiling's kernel32 VirtualProtect hook is a no-op (returns 1)"
 
-    def free(self, base: int) -> None:
+    def free(self, base: int, size: int = ALLOC_SIZE) -> None:
         if not self.heap.free(base):
             raise KeyError(hex(base))
 

@@ -35,22 +35,22 @@ class SpeakeasyMemory:
         self.se.load_shellcode(None, "x64", data=b"\xc3")
         self.emu = self.se.emu
 
-    def alloc(self) -> int:
-        return int(self.emu.mem_map(ALLOC_SIZE, perms=PERM_MEM_RW, tag="api.VirtualAlloc"))
+    def alloc(self, size: int = ALLOC_SIZE) -> int:
+        return int(self.emu.mem_map(size, perms=PERM_MEM_RW, tag="api.VirtualAlloc"))
 
     def query(self, addr: int) -> object:
         return self.emu.get_address_map(addr)
 
-    def protect(self, page: int, readonly: bool) -> None:
+    def protect(self, page: int, readonly: bool, size: int = PAGE_SIZE) -> None:
         new = PERM_MEM_READ if readonly else PERM_MEM_RW
         for m in self.emu.get_mem_maps():  # verbatim from kernel32.VirtualProtect
             if m.get_base() <= page < m.get_base() + m.get_size():
-                self.emu.mem_protect(page, PAGE_SIZE, new)
+                self.emu.mem_protect(page, size, new)
                 m.prot = new
                 return
         raise KeyError(hex(page))
 
-    def free(self, base: int) -> None:
+    def free(self, base: int, size: int = ALLOC_SIZE) -> None:
         self.emu.mem_free(base)
 
     def region_count(self) -> int:

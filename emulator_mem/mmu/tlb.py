@@ -134,6 +134,15 @@ class MMU:
         self.flushes += 1
         self._since_flush = 0
 
+    def flush_writes(self) -> None:
+        """Every page became clean again (a dirty log was reset) but no translation changed:
+        flush, yet keep the translations handed out, without write permission, so that only
+        the first write of a page takes the slow path (rollback uses this; reads after it
+        are answered from memory)."""
+        kept = {vpn: (paddr, perms & ~UC_WRITE) for vpn, (paddr, perms) in self.refill.items()}
+        self.flush()
+        self.refill.update(kept)
+
     def _make_on_miss(self) -> Callable[[Any, int, int, Any, Any], bool]:
         """The callback Unicorn calls on every TLB miss (see :func:`add_raw_fill_hook`):
         growth flushes, then a remembered translation, else :meth:`_fill`.

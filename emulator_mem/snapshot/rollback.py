@@ -274,7 +274,8 @@ class Checkpoint:
         mm = self.mm
         if not self.valid or _ACTIVE.get(mm) is not self:
             raise SnapshotError("this checkpoint was discarded (a newer checkpoint or a snapshot load)")
-        if _fingerprint(mm) != self.fingerprint:
+        same_layout = _fingerprint(mm) == self.fingerprint
+        if not same_layout:
             self._restore_layout()
         else:
             for alloc, pages, latched in self.watch:
@@ -286,7 +287,10 @@ class Checkpoint:
             mm.default_allocation_address = self.book.default_allocation_address
         self._restore_pages()
         self.log.reset()
-        mm.mmu.flush()
+        if same_layout:
+            mm.mmu.flush_writes()  # translations still hold; writes must miss again
+        else:
+            mm.mmu.flush()
         mm.uc.context_restore(self.cpu)
         mm.mmu.fault = self.fault
 
