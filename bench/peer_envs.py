@@ -79,6 +79,9 @@ _PEERS: dict[str, PeerSpec] = {
     spec.name: spec
     for spec in (
         PeerSpec("bare_unicorn", None, "", ("unicorn",), "bare_unicorn_driver.py"),
+        # ourselves through the same harness and workloads (kernel32 layer, this checkout)
+        PeerSpec("emulator_mem", None, "", ("unicorn", "sortedcontainers"),
+                 "emulator_mem_driver.py"),
         PeerSpec(
             "dumpulator",
             "dumpulator",
@@ -281,7 +284,8 @@ def available_peers(*, include_variants: bool = False, install: bool = True) -> 
 
 
 def run_peer(
-    peer: str, live: int, ops: int, budget: float, *, retry_failed: bool = False
+    peer: str, live: int, ops: int, budget: float, *, retry_failed: bool = False,
+    workload: str = "64k",
 ) -> dict[str, Any]:
     """Run ``peer``'s driver once and return its JSON result (plus ``wall_s``).
 
@@ -307,6 +311,8 @@ def run_peer(
     ]
     if spec.variant:
         cmd += ["--variant", spec.variant]
+    if workload != "64k":
+        cmd += ["--workload", workload]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(

@@ -233,107 +233,120 @@ class FreeRangeIndex:
     ) -> int | None:
         """Lowest aligned ``a >= min_address`` with [a, a+size) free and ``a+size <= max_address``.
 
-        In-order walk that enters only subtrees whose aligned capacity is >= ``size``: the first
-        such subtree wholly inside the window holds the answer, so the walk is O(log n).
+        Only the range holding ``min_address`` can be cut by the window; every other
+        candidate starts above it: the nodes the search path for ``min_address`` leaves to
+        the left and their right subtrees, in address order from the bottom of the path up.
+        The first of those whose own capacity (or whose subtree's) is >= ``size`` holds the
+        answer, found by one more descent: O(log n) in all. The path to the answer is kept
+        for the ``reserve`` that usually follows.
         """
         _check_query(size, alignment)
         lo, hi = max(min_address, self._lo), min(max_address, self._hi)
         if hi - lo < size:
             return None
         slot = self._class_slot(alignment)
-        cur = self._root
-        if slot < 0 and lo <= self._lo:
-            # The common VirtualAlloc(NULL, …) search: no lower edge, so one root-to-answer
-            # descent (its path is kept for the ``reserve`` that usually follows).
-            if cur is None or cur.cap < size:
-                return None
-            path: list[_Node] = []
-            mask = alignment - 1
-            node: _Node = cur
-            while True:
-                path.append(node)
-                left = node.left
-                if left is not None and left.cap >= size:
-                    node = left
-                    continue
-                addr = (node.start + mask) & ~mask
-                if addr + size <= node.end:
-                    break
-                node = node.right  # type: ignore[assignment]  # holds the fit: caps are exact
-            if addr + size > hi:
-                return None  # the lowest fit of all ends past the window: so does every other
-            self._hint = path
-            return addr
-        stack: list[_Node] = []
-        while True:
-            if slot < 0:
-                while cur is not None and cur.cap >= size:
-                    stack.append(cur)
-                    cur = cur.left if cur.start > lo else None
-            else:
-                while cur is not None and cur.more[slot] >= size:  # type: ignore[index]
-                    stack.append(cur)
-                    cur = cur.left if cur.start > lo else None
-            if not stack:
-                return None
-            node = stack.pop()
-            if node.start >= hi:
-                return None
-            addr = -(-max(node.start, lo) // alignment) * alignment
-            if addr + size <= min(node.end, hi):
+        path, at, _ = self._descend(lo)
+        if at >= 0:  # the range holding lo, if any, cut at lo
+            node = path[at]
+            addr = -(-lo // alignment) * alignment
+            if addr + size <= node.end:
+                if addr + size > hi:
+                    return None
+                del path[at + 1 :]
+                self._hint = path
                 return addr
-            cur = node.right if node.end < hi else None
+        for i in range(len(path) - 1, -1, -1):
+            node = path[i]
+            if node.start <= lo:
+                continue  # went right here: nothing of it lies above lo
+            if (node.cap if slot < 0 else node.more[slot]) < size:  # type: ignore[index]
+                continue  # nothing in its subtree fits (an ancestor's other side may)
+            addr = -(-node.start // alignment) * alignment
+            if addr + size <= node.end:
+                del path[i + 1 :]
+                break
+            right = node.right
+            if right is not None and (
+                right.cap if slot < 0 else right.more[slot]  # type: ignore[index]
+            ) >= size:
+                del path[i + 1 :]
+                addr = self._leftmost_fit(right, size, alignment, slot, path)
+                break
+        else:
+            return None
+        if addr + size > hi:
+            return None  # the lowest fit above lo ends past the window: so does every other
+        self._hint = path
+        return addr
 
     def find_last(
         self, size: int, alignment: int, min_address: int, max_address: int
     ) -> int | None:
-        """Highest address ``find_first`` would accept: the MEM_TOP_DOWN search, mirrored."""
+        """Highest address ``find_first`` would accept: the MEM_TOP_DOWN search, mirrored
+        (the search path is the one for ``max_address - 1``)."""
         _check_query(size, alignment)
         lo, hi = max(min_address, self._lo), min(max_address, self._hi)
         if hi - lo < size:
             return None
         slot = self._class_slot(alignment)
-        cur = self._root
-        if slot < 0 and hi >= self._hi:
-            # MEM_TOP_DOWN with no upper edge: one descent, as in find_first
-            if cur is None or cur.cap < size:
-                return None
-            path: list[_Node] = []
-            mask = alignment - 1
-            node: _Node = cur
-            while True:
-                path.append(node)
-                right = node.right
-                if right is not None and right.cap >= size:
-                    node = right
-                    continue
-                addr = (node.end - size) & ~mask
-                if addr >= node.start:
-                    break
-                node = node.left  # type: ignore[assignment]  # holds the fit: caps are exact
-            if addr < lo:
-                return None
-            self._hint = path
-            return addr
-        stack: list[_Node] = []
-        while True:
-            if slot < 0:
-                while cur is not None and cur.cap >= size:
-                    stack.append(cur)
-                    cur = cur.right if cur.end < hi else None
-            else:
-                while cur is not None and cur.more[slot] >= size:  # type: ignore[index]
-                    stack.append(cur)
-                    cur = cur.right if cur.end < hi else None
-            if not stack:
-                return None
-            node = stack.pop()
-            if node.end <= lo:
-                return None
+        path, _, _ = self._descend(hi - 1)
+        for i in range(len(path) - 1, -1, -1):
+            node = path[i]
+            if node.start > hi - 1:
+                continue  # went left here: nothing of it lies below hi
+            if (node.cap if slot < 0 else node.more[slot]) < size:  # type: ignore[index]
+                continue
             addr = (min(node.end, hi) - size) // alignment * alignment
-            if addr >= max(node.start, lo):
+            if addr >= node.start:
+                del path[i + 1 :]
+                break
+            left = node.left
+            if left is not None and (
+                left.cap if slot < 0 else left.more[slot]  # type: ignore[index]
+            ) >= size:
+                del path[i + 1 :]
+                addr = self._rightmost_fit(left, size, alignment, slot, path)
+                break
+        else:
+            return None
+        if addr < lo:
+            return None
+        self._hint = path
+        return addr
+
+    def _leftmost_fit(
+        self, node: _Node, size: int, alignment: int, slot: int, path: list[_Node]
+    ) -> int:
+        """Lowest fit in the subtree of ``node``, whose capacity is >= size; extends ``path``."""
+        while True:
+            path.append(node)
+            left = node.left
+            if left is not None and (
+                left.cap if slot < 0 else left.more[slot]  # type: ignore[index]
+            ) >= size:
+                node = left
+                continue
+            addr = -(-node.start // alignment) * alignment
+            if addr + size <= node.end:
                 return addr
-            cur = node.left if node.start > lo else None
+            node = node.right  # type: ignore[assignment]  # holds the fit: capacities are exact
+
+    def _rightmost_fit(
+        self, node: _Node, size: int, alignment: int, slot: int, path: list[_Node]
+    ) -> int:
+        """Highest fit in the subtree of ``node``, whose capacity is >= size; extends ``path``."""
+        while True:
+            path.append(node)
+            right = node.right
+            if right is not None and (
+                right.cap if slot < 0 else right.more[slot]  # type: ignore[index]
+            ) >= size:
+                node = right
+                continue
+            addr = (node.end - size) // alignment * alignment
+            if addr >= node.start:
+                return addr
+            node = node.left  # type: ignore[assignment]  # holds the fit: capacities are exact
 
     def ranges(self) -> list[tuple[int, int]]:
         """All free ranges in address order (iterative, so deep trees cannot overflow)."""
