@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import bench_core  # noqa: E402
 import bench_mapped  # noqa: E402
+import bench_workloads  # noqa: E402
 
 PEER_SIZES = (1000, 10000)
 
@@ -63,46 +64,37 @@ def fmt(v: Any, digits: int = 0) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def section_bookkeeping(core: dict[str, Any], peers: list[dict[str, Any]]) -> list[str]:
-    out = ["## 1. Bookkeeping: allocate / query / protect / free (64 KiB allocations)", "",
-           "Ops per second at N live allocations (protect = one partial VirtualProtect of one page; "
-           "peers: their own allocator driven through its API; bare = `uc.mem_map`/`mem_protect`/"
-           "`mem_unmap`). Target: per-op cost at 100k ≤ 1.3x that at 1k, ≤ 64 Unicorn regions.", "",
-           "| who | live | alloc/s | query/s | protect/s | free/s | Unicorn regions | note |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in core["bookkeeping"]:
-        out.append(f"| **emulator-mem** | {r['live']:,} | {fmt(r['alloc'])} | {fmt(r['query'])} | "
-                   f"{fmt(r['protect'])} | {fmt(r['free'])} | {r['unicorn_regions']} | |")
-    for r in peers:
-        note = r.get("skipped") or r.get("error") or r.get("note", "")
-        version = '' if r.get('version') in (None, '-') else r.get('version')
-        out.append(f"| {r.get('peer')} {version} | {r.get('live', 0):,} | "
-                   f"{fmt(r.get('alloc_per_s'))} | {fmt(r.get('query_per_s'))} | "
-                   f"{fmt(r.get('protect_per_s'), 1)} | {fmt(r.get('free_per_s'))} | "
-                   f"{fmt(r.get('regions'))} | {str(note)[:90]} |")
-    g = core["growth"]
-    out += ["", "Per-op cost growth, 100k vs 1k live (emulator-mem): "
-            + ", ".join(f"{k} {v:.2f}x" for k, v in g.items()), ""]
-    ours_1k = core["bookkeeping"][0]
-    for r in peers:
-        if r.get("live") == 1000 and r.get("protect_per_s"):
-            protect = ours_1k["protect"] / r["protect_per_s"]
-            alloc = ours_1k["alloc"] / max(r.get("alloc_per_s") or 1e-9, 1e-9)
-            out.append(f"- vs {r['peer']} at 1k live: protect {protect:,.0f}x, alloc {alloc:,.0f}x faster")
-    out.append("")
-    return out
-
-
 def section_guest(core: dict[str, Any]) -> list[str]:
     out = ["## 2. Guest execution: 10M-instruction loop, manager attached vs bare Unicorn", "",
-           "Cold = first run on a fresh CPU (the TLB grows while it runs); warm = a second run. "
-           "Target: warm ≤ 1.0x bare.", "",
-           "| pages touched | bare cold | ours cold | ratio | bare warm | ours warm | ratio |",
-           "|---|---|---|---|---|---|---|"]
+           "CPU time of the run, median of 3. Cold = first run on a fresh CPU (the TLB grows "
+           "while it runs); after rollback = first run after `mm.rollback()` to a checkpoint "
+           "taken before the first run (bare: `context_restore` + the data rewritten, untimed); "
+           "warm = a second run. Targets: cold ≤ 1.0x bare, after rollback ≤ 1.0x bare, "
+           "warm ≤ 1.0x bare.", "",
+           "| pages touched | bare cold | ours cold | ratio | bare after restore | ours after "
+           "rollback | ratio | bare warm | ours warm | ratio |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for g in core["guest"]:
-        out.append(f"| {g['pages']:,} | {g['bare_cold_s'] * 1e3:.1f} ms | {g['mm_cold_s'] * 1e3:.1f} ms | "
-                   f"{g['cold_ratio']:.2f}x | {g['bare_warm_s'] * 1e3:.1f} ms | "
-                   f"{g['mm_warm_s'] * 1e3:.1f} ms | {g['warm_ratio']:.2f}x |")
+        def ms(k: str, g: dict[str, Any] = g) -> str:
+            return f"{g[k] * 1e3:.1f} ms"
+
+        def ok(v: float) -> str:
+            return f"{'✅' if v <= 1.0 else '❌'} {v:.2f}x"
+
+        out.append(f"| {g['pages']:,} | {ms('bare_cold_s')} | {ms('mm_cold_s')} | "
+                   f"{ok(g['cold_ratio'])} | {ms('bare_rollback_s')} | {ms('mm_rollback_s')} | "
+                   f"{ok(g['rollback_ratio'])} | {ms('bare_warm_s')} | {ms('mm_warm_s')} | "
+                   f"{ok(g['warm_ratio'])} |")
+    out += ["", "Where the cold time goes (TLB misses: every one is a call into Python; "
+            "time per miss = (cold − warm) / misses, so it includes everything a cold run adds: "
+            "first-touch page faults of the host, translating the code):", "",
+            "| pages | misses/page cold | of which slow (address space consulted) | µs/miss cold "
+            "| misses/page after rollback | µs/miss after rollback |",
+            "|---|---|---|---|---|---|"]
+    for g in core["guest"]:
+        out.append(f"| {g['pages']:,} | {g['misses_per_page']:.2f} | {g['slow_fills_per_page']:.2f} "
+                   f"| {g['us_per_miss']:.2f} | {g['rollback_misses_per_page']:.2f} | "
+                   f"{g['rollback_us_per_miss']:.2f} |")
     return out + [""]
 
 
@@ -168,7 +160,9 @@ def run_under_qiling(peers: list[dict[str, Any]]) -> dict[str, Any]:
     compare = json.loads(lines[-1]) if lines else {"error": proc.stderr[-500:]}
     runs = [r for r in peers if r.get("peer") == "qiling"]  # plain qiling ran with the peers
     for live in PEER_SIZES:
-        r = peer_envs.run_peer("qiling_mm", live, peer_envs.DEFAULT_OPS, peer_envs.DEFAULT_BUDGET)
+        # the same ops and budget as the plain qiling runs of the 64k workload
+        r = peer_envs.run_peer("qiling_mm", live, bench_workloads.PEER_OPS,
+                               bench_workloads.PEER_BUDGET)
         print(f"  qiling_mm {live}: {r.get('skipped') or r.get('error') or 'ok'}", flush=True)
         runs.append(r)
     return {"compare": compare, "runs": runs}
@@ -220,8 +214,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     t0 = time.perf_counter()
+    load_start = os.getloadavg()
     print("core (bookkeeping, guest execution)...", flush=True)
-    core = bench_core.run(args.quick)
+    core = bench_core.run(args.quick, bookkeeping_too=False)
     print("mapped regions (MMIO, write watch)...", flush=True)
     mapped = bench_mapped.run(args.quick)
     print("allocators...", flush=True)
@@ -240,23 +235,22 @@ def main() -> None:
     print("HTML report (run --report overhead, 100k allocations in Chromium)...", flush=True)
     bench_report = importlib.import_module("bench_report")
     report = bench_report.run(args.quick) if bench_report.chromium_available() else None
-    peers: list[dict[str, Any]] = []
-    if not args.no_peers:
-        import peer_envs
-
-        print("peers (each in its own venv; first run installs them)...", flush=True)
-        for peer in ("bare_unicorn", "dumpulator", "speakeasy", "qiling"):
-            for live in PEER_SIZES:
-                r = peer_envs.run_peer(peer, live, peer_envs.DEFAULT_OPS, peer_envs.DEFAULT_BUDGET)
-                print(f"  {peer} {live}: {r.get('skipped') or r.get('error') or 'ok'}", flush=True)
-                peers.append(r)
+    print("allocation workloads (ours and the peers, each in its own process/venv)...", flush=True)
+    workloads = bench_workloads.run(args.quick, peers=not args.no_peers)
+    peers = [r for r in workloads["results"]
+             if r.get("workload") == "64k" and r.get("live") in PEER_SIZES]  # fmt: skip
     qiling = None
     if not args.no_peers:
         print("qiling with and without the manager...", flush=True)
         qiling = run_under_qiling(peers)
+    load_end = os.getloadavg()
     lines = ["# emulator-mem benchmark results", "", "Written by `make bench` (`bench/run_all.py`).", "",
-             *machine_facts(), f"- total run time: {time.perf_counter() - t0:.0f} s", ""]
-    lines += section_bookkeeping(core, peers)
+             *machine_facts(), f"- total run time: {time.perf_counter() - t0:.0f} s",
+             f"- load average (1/5/15 min) at the start {load_start[0]:.1f}/{load_start[1]:.1f}/"
+             f"{load_start[2]:.1f}, at the end {load_end[0]:.1f}/{load_end[1]:.1f}/{load_end[2]:.1f} "
+             f"on {os.cpu_count()} cores: the machine is shared, so rates are CPU time of the "
+             "measuring process where noted, and ratios are taken within one run", ""]
+    lines += bench_workloads.markdown(workloads)
     lines += section_guest(core)
     lines += section_snapshot(snap)
     lines += section_mapped(mapped)

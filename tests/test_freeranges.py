@@ -51,7 +51,8 @@ def check_treap(index: FreeRangeIndex) -> int:
         own = [capacity(node.start, node.end, a) for a in classes]
         expect = [max(t) for t in zip(own, lcaps, rcaps, strict=True)]
         # no fit at all may be kept as any capacity <= 0
-        assert [max(c, 0) for c in (node.cap, *(node.more or []))] == expect
+        kept = (node.cap, node.cap1, node.cap2)[: len(classes)]
+        assert [max(c, 0) for c in kept] == expect
         return expect, 1 + max(ldepth, rdepth)
 
     return walk(index._root, 0, 1 << 64)[1]

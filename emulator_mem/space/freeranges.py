@@ -31,17 +31,19 @@ import random
 
 from ..errors import ConflictingAddressesError, InvalidParameterError
 
-EXTRA_CLASSES = 3  # alignment classes kept besides the granularity (1 MiB, 2 MiB, … in practice)
+EXTRA_CLASSES = 2  # alignment classes kept besides the granularity (1 MiB, 2 MiB, … in practice)
+_CAP_NAMES = ("cap", "cap1", "cap2")  # node attribute of class slot -1, 0, 1
 
 
 class _Node:
     """One free range [start, end), treap links and subtree maxima of aligned capacity.
 
-    ``cap``: the subtree's largest capacity for the index's granularity; ``more[i]``: the
-    same for the index's i-th extra alignment class (``None`` while there is none).
+    ``cap``: the subtree's largest capacity for the index's granularity; ``cap1``/``cap2``:
+    the same for the index's extra alignment classes (0 while unused). Scalars, not a list:
+    every change refreshes them along a path, and a list per node made that 3x slower.
     """
 
-    __slots__ = ("start", "end", "prio", "left", "right", "cap", "more")
+    __slots__ = ("start", "end", "prio", "left", "right", "cap", "cap1", "cap2")
 
     def __init__(self, start: int, end: int, prio: float) -> None:
         self.start = start
@@ -50,12 +52,8 @@ class _Node:
         self.left: _Node | None = None
         self.right: _Node | None = None
         self.cap = 0
-        self.more: list[int] | None = None
-
-
-def _capacity(start: int, end: int, alignment: int) -> int:
-    """Longest request aligned to ``alignment`` that fits in [start, end) (may be <= 0)."""
-    return end - -(-start // alignment) * alignment
+        self.cap1 = 0
+        self.cap2 = 0
 
 
 class _Treap:
@@ -70,7 +68,6 @@ class _Treap:
     def repull(self, node: _Node) -> bool:
         """Recompute the subtree maxima from the children (every change does, bottom-up);
         says whether one changed: if not, no ancestor's did either."""
-        old_cap, old_more = node.cap, node.more
         start, end = node.start, node.end
         mask = self.mask
         best = end - ((start + mask) & ~mask)
@@ -79,15 +76,28 @@ class _Treap:
             best = left.cap
         if right is not None and right.cap > best:
             best = right.cap
+        changed = best != node.cap
         node.cap = best
         if self.extra:
-            more = [_capacity(start, end, a) for a in self.extra]
-            for child in (left, right):
-                if child is not None and child.more is not None:
-                    more = [m if m >= c else c for m, c in zip(more, child.more, strict=True)]
-            node.more = more
-            return best != old_cap or more != old_more
-        return best != old_cap
+            extra = self.extra
+            a = extra[0]
+            best = end - -(-start // a) * a
+            if left is not None and left.cap1 > best:
+                best = left.cap1
+            if right is not None and right.cap1 > best:
+                best = right.cap1
+            changed = changed or best != node.cap1
+            node.cap1 = best
+            if len(extra) > 1:
+                a = extra[1]
+                best = end - -(-start // a) * a
+                if left is not None and left.cap2 > best:
+                    best = left.cap2
+                if right is not None and right.cap2 > best:
+                    best = right.cap2
+                changed = changed or best != node.cap2
+                node.cap2 = best
+        return changed
 
     def split(self, node: _Node | None, key: int) -> tuple[_Node | None, _Node | None]:
         """Split into (starts < key, starts >= key). Recursion depth is the treap depth."""
@@ -245,6 +255,7 @@ class FreeRangeIndex:
         if hi - lo < size:
             return None
         slot = self._class_slot(alignment)
+        name = _CAP_NAMES[slot + 1]
         path, at, _ = self._descend(lo)
         if at >= 0:  # the range holding lo, if any, cut at lo
             node = path[at]
@@ -259,16 +270,14 @@ class FreeRangeIndex:
             node = path[i]
             if node.start <= lo:
                 continue  # went right here: nothing of it lies above lo
-            if (node.cap if slot < 0 else node.more[slot]) < size:  # type: ignore[index]
+            if (node.cap if slot < 0 else getattr(node, name)) < size:
                 continue  # nothing in its subtree fits (an ancestor's other side may)
             addr = -(-node.start // alignment) * alignment
             if addr + size <= node.end:
                 del path[i + 1 :]
                 break
             right = node.right
-            if right is not None and (
-                right.cap if slot < 0 else right.more[slot]  # type: ignore[index]
-            ) >= size:
+            if right is not None and (right.cap if slot < 0 else getattr(right, name)) >= size:
                 del path[i + 1 :]
                 addr = self._leftmost_fit(right, size, alignment, slot, path)
                 break
@@ -289,21 +298,20 @@ class FreeRangeIndex:
         if hi - lo < size:
             return None
         slot = self._class_slot(alignment)
+        name = _CAP_NAMES[slot + 1]
         path, _, _ = self._descend(hi - 1)
         for i in range(len(path) - 1, -1, -1):
             node = path[i]
             if node.start > hi - 1:
                 continue  # went left here: nothing of it lies below hi
-            if (node.cap if slot < 0 else node.more[slot]) < size:  # type: ignore[index]
+            if (node.cap if slot < 0 else getattr(node, name)) < size:
                 continue
             addr = (min(node.end, hi) - size) // alignment * alignment
             if addr >= node.start:
                 del path[i + 1 :]
                 break
             left = node.left
-            if left is not None and (
-                left.cap if slot < 0 else left.more[slot]  # type: ignore[index]
-            ) >= size:
+            if left is not None and (left.cap if slot < 0 else getattr(left, name)) >= size:
                 del path[i + 1 :]
                 addr = self._rightmost_fit(left, size, alignment, slot, path)
                 break
@@ -318,12 +326,11 @@ class FreeRangeIndex:
         self, node: _Node, size: int, alignment: int, slot: int, path: list[_Node]
     ) -> int:
         """Lowest fit in the subtree of ``node``, whose capacity is >= size; extends ``path``."""
+        name = _CAP_NAMES[slot + 1]
         while True:
             path.append(node)
             left = node.left
-            if left is not None and (
-                left.cap if slot < 0 else left.more[slot]  # type: ignore[index]
-            ) >= size:
+            if left is not None and (left.cap if slot < 0 else getattr(left, name)) >= size:
                 node = left
                 continue
             addr = -(-node.start // alignment) * alignment
@@ -335,12 +342,11 @@ class FreeRangeIndex:
         self, node: _Node, size: int, alignment: int, slot: int, path: list[_Node]
     ) -> int:
         """Highest fit in the subtree of ``node``, whose capacity is >= size; extends ``path``."""
+        name = _CAP_NAMES[slot + 1]
         while True:
             path.append(node)
             right = node.right
-            if right is not None and (
-                right.cap if slot < 0 else right.more[slot]  # type: ignore[index]
-            ) >= size:
+            if right is not None and (right.cap if slot < 0 else getattr(right, name)) >= size:
                 node = right
                 continue
             addr = (node.end - size) // alignment * alignment
@@ -370,7 +376,7 @@ class FreeRangeIndex:
     # -- alignment classes ---------------------------------------------------------------------
 
     def _class_slot(self, alignment: int) -> int:
-        """-1 for the granularity, else the index in ``more`` of ``alignment``'s class.
+        """-1 for the granularity, else the extra slot (0 or 1) of ``alignment``'s class.
 
         A class seen for the first time is registered (one O(n) pass over the tree); past
         ``EXTRA_CLASSES`` it takes the slot of the least recently searched one.
