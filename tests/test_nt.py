@@ -438,7 +438,7 @@ def test_protect_errors_change_nothing(mm: MemoryManager) -> None:
         (base + 0x1000, 0x1000, PAGE_READONLY, STATUS_NOT_COMMITTED),
         (base + 0xF000, 0x2000, PAGE_READONLY, STATUS_CONFLICTING_ADDRESSES),
         (other + 0x10000, 0x1000, PAGE_READONLY, STATUS_CONFLICTING_ADDRESSES),
-        (base, 0, PAGE_READONLY, STATUS_INVALID_PARAMETER),
+        (base + 0x1000, 0, PAGE_READONLY, STATUS_NOT_COMMITTED),  # size 0: the page's state counts
     ]
     for address, size, protect, status in cases:
         assert nt.NtProtectVirtualMemory(mm, address, size, protect) == (
@@ -503,3 +503,16 @@ def test_garbage_never_raises(mm: MemoryManager) -> None:
         if base != 0x10000:
             assert not nt.NT_SUCCESS(nt.NtQueryVirtualMemory(mm, base)[0])
     assert mm.stats().allocations == 0
+
+
+def test_protect_of_size_zero_changes_nothing_and_reports_the_page(mm: MemoryManager) -> None:
+    """VirtualProtect(p, 0, ...) is an empty range: success, the page's old protection, no
+    change (Wine's answer, tests/oracle vprotect split.size_zero); the page must be committed."""
+    status, base, _ = nt.NtAllocateVirtualMemory(mm, 0, 0, 0x2000, MEM_COMMIT, PAGE_READWRITE)
+    assert status == STATUS_SUCCESS
+    status, _, size, old = nt.NtProtectVirtualMemory(mm, base + 0x1000, 0, PAGE_READONLY)
+    assert (status, size, old) == (STATUS_SUCCESS, 0, PAGE_READWRITE)
+    assert mm.query(base).Protect == PAGE_READWRITE and mm.query(base).RegionSize == 0x2000
+    nt.NtFreeVirtualMemory(mm, base + 0x1000, 0x1000, MEM_DECOMMIT)
+    status, *_ = nt.NtProtectVirtualMemory(mm, base + 0x1000, 0, PAGE_READONLY)
+    assert status == 0xC000002D  # STATUS_NOT_COMMITTED

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import EmulatorMemError
-from ..space.address_space import GRANULARITY, RegionKind, page_round_down, page_round_up
+from ..space.address_space import GRANULARITY, PAGE_SIZE, RegionKind, page_round_down, page_round_up
 from ..space.records import MemoryBasicInformation
 from ..windows import constants as C
 from ..windows import protection
@@ -295,6 +295,8 @@ def NtProtectVirtualMemory(
     lie inside one allocation (STATUS_CONFLICTING_ADDRESSES otherwise, free memory included)
     and be committed throughout (STATUS_NOT_COMMITTED); ``old_protect`` is the first page's.
     PAGE_NOCACHE / PAGE_WRITECOMBINE follow the allocation, not the request (Windows 8+).
+    A size of 0 is an empty range: nothing changes, ``old_protect`` is the page's (Wine's
+    answer in tests/oracle vprotect split.size_zero; the page must be committed).
     """
     try:
         start, length, old = _protect(mm, base, size, new_protect)
@@ -304,10 +306,16 @@ def NtProtectVirtualMemory(
 
 
 def _protect(mm: MemoryManager, base: int, size: int, new_protect: int) -> tuple[int, int, int]:
-    if base < 0 or size <= 0:
-        raise _NtFailure("empty or negative range", C.STATUS_INVALID_PARAMETER)
+    if base < 0 or size < 0:
+        raise _NtFailure("negative range", C.STATUS_INVALID_PARAMETER)
     protection.check(new_protect, allow_writecopy=True)
     start = page_round_down(base)
+    if size == 0:
+        _allocation_covering(mm, start, PAGE_SIZE, C.STATUS_CONFLICTING_ADDRESSES)
+        info = mm.query(start)
+        if info.State != C.MEM_COMMIT:
+            raise _NtFailure(f"{start:#x} is not committed", C.STATUS_NOT_COMMITTED)
+        return start, 0, int(info.Protect)
     size = page_round_up(base + size) - start
     alloc = _allocation_covering(mm, start, size, C.STATUS_CONFLICTING_ADDRESSES)
     old = mm.protect(start, size, _effective_protect(alloc, new_protect))

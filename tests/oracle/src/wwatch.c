@@ -118,6 +118,8 @@ static void test_lifecycle(void)
     touch(r + 0x4000);
     touch(r + 0x5000);
     gww("life.written", 0, r, 0x10000, 16);
+    /* life.after_* follow Windows, not Wine 8.0: decommitted pages leave the write watch
+       (todo_wine in Wine's test_write_watch; see windows_overrides.txt) */
     VirtualFree(r + 0x5000, 0x1000, MEM_DECOMMIT);
     gww("life.after_decommit", 0, r, 0x10000, 16);
     VirtualAlloc(r + 0x5000, 0x1000, MEM_COMMIT, RW);
