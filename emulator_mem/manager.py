@@ -55,6 +55,8 @@ USER_END_32 = 0x7FFF0000  # lpMaximumApplicationAddress 0x7FFEFFFF + 1
 USER_END_64 = 0x7FFFFFFF0000  # lpMaximumApplicationAddress 0x7FFFFFFEFFFF + 1
 ALIAS_BASE_32 = 0x1_0000_0000  # guest-physical area for pages with no virtual twin
 ALIAS_BASE_64 = 0x8000_0000_0000
+#: RAM + page files of a modest machine; ``mm.commit_limit`` changes it
+DEFAULT_COMMIT_LIMIT = 64 << 30
 
 
 class MemoryManager:
@@ -80,6 +82,10 @@ class MemoryManager:
         self.mmu = MMU(uc, self.space, self.phys)
         self.mmu.trap.read_memory = self.try_read
         self._default_allocation_address = self.lowest_address
+        #: the most private memory that may be committed at once, in bytes (Windows' commit
+        #: limit: RAM + page files). A commit past it fails with STATUS_COMMITMENT_LIMIT
+        #: before anything changes, instead of mapping host windows for it.
+        self.commit_limit = DEFAULT_COMMIT_LIMIT
         #: extension points filled by the modules that own other region kinds
         self.on_release: list[Callable[[Allocation], None]] = [self._release_owner]
         self.sections = SectionTable(
@@ -183,6 +189,7 @@ class MemoryManager:
             alloc.write_watch = set()
             self.mmu.watched_allocations += 1
         if not reserve_only:
+            self._charge_commit(size)
             if alloc.phys_base == base:
                 self.phys.ensure_identity(base, base + size)
             alloc.set_pages(0, alloc.page_count, protect)
@@ -203,6 +210,7 @@ class MemoryManager:
         protect = self._page_protect(alloc, protect)
         if alloc.kind is RegionKind.MMIO:
             raise ConflictingAddressesError("MMIO regions are committed for their whole life")
+        self._charge_commit((last - first - alloc.committed_in(first, last)) << PAGE_SHIFT)
         if alloc.phys_base == alloc.base:
             self.phys.ensure_identity(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
         need_flush = self._narrows(alloc, first, last, protect)
@@ -696,6 +704,13 @@ class MemoryManager:
         _rollback(self, checkpoint)
 
     # -- validation helpers ------------------------------------------------------------
+    def _charge_commit(self, size: int) -> None:
+        """Refuse a commit of ``size`` more bytes that would pass :attr:`commit_limit`."""
+        if self.space.committed_pages * PAGE_SIZE + size > self.commit_limit:
+            raise NoMemoryError(
+                f"committing {size:#x} more bytes passes the commit limit {self.commit_limit:#x}",
+                status=C.STATUS_COMMITMENT_LIMIT)
+
     def check_size(self, size: int) -> int:
         """A positive size that fits the address space, rounded up to whole pages."""
         if size <= 0:

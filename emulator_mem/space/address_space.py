@@ -112,6 +112,10 @@ class Allocation:
             yield max(self.starts[i], first), min(end, last), self.protects[i]
             i += 1
 
+    def committed_in(self, first: int, last: int) -> int:
+        """How many of pages [first, last) are committed (O(runs in the range))."""
+        return sum(e - s for s, e, p in self.runs(first, last) if p)
+
     def set_pages(self, first: int, last: int, protect: int) -> int:
         """Give pages [first, last) one protection; returns the change in committed pages."""
         delta = 0
