@@ -37,14 +37,17 @@ class RegionKind(enum.IntEnum):
     MMIO = 3  # reads/writes go to Python callbacks
 
 
+_MEMORY_TYPE = {
+    RegionKind.PRIVATE: C.MEM_PRIVATE,
+    RegionKind.MAPPED: C.MEM_MAPPED,
+    RegionKind.IMAGE: C.MEM_IMAGE,
+    RegionKind.MMIO: C.MEM_MAPPED,
+}
+
+
 def memory_type(kind: RegionKind) -> int:
     """The ``Type`` field VirtualQuery reports for a kind (MMIO looks like a mapped view)."""
-    return {
-        RegionKind.PRIVATE: C.MEM_PRIVATE,
-        RegionKind.MAPPED: C.MEM_MAPPED,
-        RegionKind.IMAGE: C.MEM_IMAGE,
-        RegionKind.MMIO: C.MEM_MAPPED,
-    }[kind]
+    return _MEMORY_TYPE[kind]
 
 
 def page_round_up(value: int) -> int:
