@@ -109,3 +109,33 @@ def test_the_fill_hook_is_removed_like_any_hook() -> None:
     hooks = len(uc._callbacks)
     uc.hook_del(mm.mmu._hook)
     assert len(uc._callbacks) == hooks - 1
+
+
+WRITE_SWEEP = """
+top:
+  mov [rdi], rcx
+  add rdi, 0x1000
+  dec rcx
+  jnz top
+  nop
+"""
+
+
+def test_writes_after_a_rollback_still_reach_the_dirty_log() -> None:
+    """A rollback that keeps the layout keeps the translations handed out, but only without
+    write permission: the first write of each page after it must miss, or the checkpoint's
+    dirty log would not see it and the next rollback would leave the page written."""
+    pages = 4
+    uc, mm, _ = sweep_machine(pages)
+    code = bytes(Ks(KS_ARCH_X86, KS_MODE_64).asm(WRITE_SWEEP, CODE + 0x100)[0])
+    mm.write(CODE + 0x100, code)
+    cp = mm.checkpoint()
+    for _ in range(2):
+        uc.reg_write(UC_X86_REG_RDI, DATA)
+        uc.reg_write(UC_X86_REG_RCX, pages)
+        uc.emu_start(CODE + 0x100, CODE + 0x100 + len(code) - 1)
+        assert mm.read(DATA, 1) != b"\x00"  # the guest wrote
+        mm.rollback(cp)
+        assert mm.read(DATA, pages * 0x1000) == bytes(pages * 0x1000)
+        kept = mm.mmu.refill
+        assert kept and not any(perms & 2 for _, perms in kept.values())  # no UC_PROT_WRITE
