@@ -7,6 +7,16 @@ lines where Wine's own tests mark Wine wrong (todo_wine) replaced by the Windows
 (``tests/oracle/windows_overrides.txt``). Every binary runs here through
 :class:`emulator_mem.runner.Process` — what ``emulator-mem run`` does — and its console
 output must equal the recording line for line. Rebuild and re-record with ``make oracle``.
+
+Among them, the exception programs: veh.c prints per fault ExceptionCode,
+ExceptionInformation[0] and [1] (relative to the allocation), the page's protection and
+state inside and after a vectored handler — write to PAGE_READONLY, read of PAGE_NOACCESS,
+read and write of PAGE_GUARD (the second touch passes), execute in PAGE_READWRITE, reserved
+and free memory, a straddling write where only the second page faults, ``rep movsb`` across
+a guard page, a write to a FILE_MAP_READ view — plus RaiseException and handler order;
+seh64.c has an x64 language handler found through .pdata/.xdata two frames up; cspec.c
+covers ``__C_specific_handler`` scopes (filter, __except through RtlUnwindEx, __finally,
+continue execution, continue search).
 """
 
 from __future__ import annotations
