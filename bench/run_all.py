@@ -91,10 +91,16 @@ def section_guest(core: dict[str, Any]) -> list[str]:
             "| pages | misses/page cold | of which slow (address space consulted) | µs/miss cold "
             "| misses/page after rollback | µs/miss after rollback |",
             "|---|---|---|---|---|---|"]
+    def per_miss(us: float, misses: float) -> str:
+        # With a few dozen misses the difference cold - warm is below the noise of a 10M
+        # instruction run (it even comes out negative): no per-miss figure then.
+        return f"{us:.2f}" if misses >= 1000 and us > 0 else "– (too few misses to time)"
+
     for g in core["guest"]:
         out.append(f"| {g['pages']:,} | {g['misses_per_page']:.2f} | {g['slow_fills_per_page']:.2f} "
-                   f"| {g['us_per_miss']:.2f} | {g['rollback_misses_per_page']:.2f} | "
-                   f"{g['rollback_us_per_miss']:.2f} |")
+                   f"| {per_miss(g['us_per_miss'], g['misses_per_page'] * g['pages'])} "
+                   f"| {g['rollback_misses_per_page']:.2f} | "
+                   f"{per_miss(g['rollback_us_per_miss'], g['rollback_misses_per_page'] * g['pages'])} |")
     return out + [""]
 
 
