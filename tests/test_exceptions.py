@@ -525,6 +525,209 @@ def test_int3_and_hlt_reach_the_handlers_at_their_own_address() -> None:
     assert code == 0
 
 
+# A loop whose instructions end in 0xF4, the opcode of ``hlt``: ``lea ecx, [ebp - 0xc]`` is
+# 8D 4D F4 and ``mov [ebp - 0xc], esi`` is 89 75 F4. Run one instruction per ``emu_start``,
+# every chunk ends right behind each of them; the process must still add 40 + 39 + … + 1.
+F4_TAILS32 = source(32, "ExitProcess", r"""
+start:
+    push ebp
+    mov ebp, esp
+    sub esp, 0x10
+    xor edi, edi
+    mov esi, 40
+.Lloop:
+    lea ecx, [ebp - 0xc]
+    mov dword ptr [ebp - 0xc], esi
+    add edi, dword ptr [ecx]
+    dec esi
+    jnz .Lloop
+    push edi
+    call dword ptr [{IAT:ExitProcess}]
+""")
+
+F4_TAILS64 = source(64, "ExitProcess", r"""
+start:
+    push rbp
+    mov rbp, rsp
+    sub rsp, 0x30
+    xor edi, edi
+    mov esi, 40
+.Lloop:
+    lea rcx, [rbp - 0xc]
+    mov dword ptr [rbp - 0xc], esi
+    add edi, dword ptr [rcx]
+    dec esi
+    jnz .Lloop
+    mov ecx, edi
+    call qword ptr [rip + {IAT:ExitProcess}]
+""")
+
+
+def test_a_chunk_ending_behind_an_f4_byte_is_not_a_hlt() -> None:
+    """Unicorn stops ``emu_start`` after a ``hlt`` at CPL 0 exactly as after a used-up count;
+    the runner must not take the second for the first (every chunk size up to the loop's)."""
+    for text in (F4_TAILS32, F4_TAILS64):
+        for chunk in (1, 2, 3, 5, 7):
+            process = load(text)
+            result = process.run(max_instructions=10_000, chunk=chunk)
+            assert (result.exit_code, result.exception) == (820, None), (process.mm.is_64bit, chunk)
+            assert not result.limit_reached
+
+
+# Windows raises STATUS_PRIVILEGED_INSTRUCTION for hlt, cli and sti in user mode (IOPL 0), at
+# the instruction; a #GP of an ordinary instruction is an access violation. (``in``/``out``
+# too on Windows, but Unicorn never checks I/O permission: see exceptions/traps.py.)
+PRIVILEGED64 = source(64, "ExitProcess AddVectoredExceptionHandler", r"""
+start:
+    sub rsp, 0x28
+    mov ecx, 1
+    lea rdx, [rip + veh]
+    call qword ptr [rip + {IAT:AddVectoredExceptionHandler}]
+    hlt
+    cli
+    sti
+    lea rcx, [rip + {DATA:m_count}]
+    mov edx, dword ptr [rip + {DATA:count}]
+    call print_kv
+    xor ecx, ecx
+    call qword ptr [rip + {IAT:ExitProcess}]
+
+veh:
+    push rbx
+    push rsi
+    sub rsp, 0x28
+    mov rsi, qword ptr [rcx + 8]            ; CONTEXT
+    mov rbx, qword ptr [rcx]                ; EXCEPTION_RECORD
+    lea rcx, [rip + {DATA:m_code}]
+    mov edx, dword ptr [rbx]
+    call print_kv
+    lea rcx, [rip + {DATA:m_address}]
+    mov rdx, qword ptr [rbx + 0x10]
+    lea rax, [rip + start]
+    sub rdx, rax
+    call print_kv
+    lea rcx, [rip + {DATA:m_params}]
+    mov edx, dword ptr [rbx + 0x18]
+    call print_kv
+    lea rcx, [rip + {DATA:m_cs}]
+    movzx edx, word ptr [rsi + 0x38]        ; CONTEXT.SegCs
+    call print_kv
+    lea rcx, [rip + {DATA:m_ss}]
+    movzx edx, word ptr [rsi + 0x42]        ; CONTEXT.SegSs
+    call print_kv
+    inc dword ptr [rip + {DATA:count}]
+    inc qword ptr [rsi + 0xF8]              ; CONTEXT.Rip: each of them is one byte long
+    mov eax, 0xFFFFFFFF
+    add rsp, 0x28
+    pop rsi
+    pop rbx
+    ret
+""", data="count: dd 0", rdata="""
+m_code: db "ExceptionCode: ", 0
+m_address: db "ExceptionAddress - start: ", 0
+m_params: db "NumberParameters: ", 0
+m_cs: db "SegCs: ", 0
+m_ss: db "SegSs: ", 0
+m_count: db "handled: ", 0
+""")
+
+
+def test_privileged_instructions_reach_the_handlers_in_64_bit_code() -> None:
+    lines, code, process = run(PRIVILEGED64)
+    expected = []
+    for offset in (0x16, 0x17, 0x18):  # hlt, cli, sti (Wine prints the same lines)
+        expected += ["ExceptionCode: 0xc0000096", f"ExceptionAddress - start: {offset:#x}",
+                     "NumberParameters: 0x0", "SegCs: 0x33", "SegSs: 0x2b"]  # KGDT64_R3_CODE/DATA | 3
+    assert lines == [*expected, "handled: 0x3"]
+    assert code == 0
+
+
+def test_the_guest_runs_at_cpl_3_with_windows_selectors_also_after_resume(tmp_path: Path) -> None:
+    """x86: CS = KGDT_R3_CODE | 3, SS = KGDT_R3_DATA | 3. A snapshot comes back in ring 3 too:
+    taken before the ``hlt``, the resumed process must still see it trap."""
+    from unicorn import x86_const as X
+
+    plain, _, process = run(TRAPS32)
+    assert (process.uc.reg_read(X.UC_X86_REG_CS), process.uc.reg_read(X.UC_X86_REG_SS)) == (0x1B, 0x23)
+    snap = tmp_path / "traps.snap"
+    load(TRAPS32).run(snapshot_at=3, snapshot_to=snap, max_instructions=3)
+    resumed = Process.resume(snap)
+    assert (resumed.uc.reg_read(X.UC_X86_REG_CS), resumed.uc.reg_read(X.UC_X86_REG_SS)) == (0x1B, 0x23)
+    result = resumed.run(max_instructions=100_000)
+    assert result.stdout.decode().splitlines() == plain
+    assert result.exit_code == 0
+
+
+# Every division by zero is its own STATUS_INTEGER_DIVIDE_BY_ZERO (qemu, left alone, would make
+# the second a double fault and stop the run at the third).
+DIVIDE32 = source(32, "ExitProcess AddVectoredExceptionHandler", r"""
+start:
+    mov eax, veh
+    push eax
+    push 1
+    call dword ptr [{IAT:AddVectoredExceptionHandler}]
+    xor ecx, ecx
+    div ecx
+    div ecx
+    hlt
+    div ecx
+    mov ecx, {DATA:m_count}
+    mov eax, dword ptr [{DATA:count}]
+    call show
+    push 0
+    call dword ptr [{IAT:ExitProcess}]
+
+veh:
+    push ebx
+    push esi
+    mov ebx, dword ptr [esp + 12]
+    mov esi, dword ptr [ebx + 4]            ; CONTEXT
+    mov ebx, dword ptr [ebx]                ; EXCEPTION_RECORD
+    mov ecx, {DATA:m_code}
+    mov eax, dword ptr [ebx]
+    call show
+    inc dword ptr [{DATA:count}]
+    mov eax, dword ptr [esi + 0xB8]         ; CONTEXT.Eip: skip `div ecx` (2 bytes) or `hlt` (1)
+    cmp byte ptr [eax], 0xF4
+    setne cl
+    movzx ecx, cl
+    lea eax, [eax + ecx + 1]
+    mov dword ptr [esi + 0xB8], eax
+    mov eax, 0xFFFFFFFF
+    pop esi
+    pop ebx
+    ret 4
+""", data="count: dd 0", rdata="""
+m_code: db "ExceptionCode: ", 0
+m_count: db "handled: ", 0
+""")
+
+
+def test_repeated_divide_errors_and_general_protection_faults_are_each_delivered() -> None:
+    lines, code, _ = run(DIVIDE32)
+    assert lines == ["ExceptionCode: 0xc0000094", "ExceptionCode: 0xc0000094",
+                     "ExceptionCode: 0xc0000096", "ExceptionCode: 0xc0000094", "handled: 0x4"]
+    assert code == 0
+
+
+GP32 = source(32, "ExitProcess", r"""
+start:
+    mov eax, 0x10                           ; Windows' ring-0 data selector
+    mov ds, eax
+    push 0
+    call dword ptr [{IAT:ExitProcess}]
+""")
+
+
+def test_a_general_protection_fault_of_an_ordinary_instruction_is_an_access_violation() -> None:
+    process = load(GP32)
+    result = process.run(max_instructions=1_000)
+    assert result.exit_code == 0xC0000005
+    assert result.exception is not None
+    assert result.exception.information == [0, 0xFFFFFFFF]
+    assert result.exception.instruction.startswith("mov ds")
+
+
 FILTER64 = source(64, "ExitProcess SetUnhandledExceptionFilter", r"""
 start:
     sub rsp, 0x28
@@ -746,3 +949,15 @@ def test_a_vectored_handler_removed_during_dispatch_is_not_called() -> None:
     lines, code, _ = run(REMOVE64)
     assert lines == ["handlers called, in order: 0x13"]  # first, then third (Wine agrees)
     assert code == 0
+
+
+def test_privileged_instructions_are_told_apart_by_decoding() -> None:
+    """What Windows' #GP handler calls privileged (bytes as assembled, both modes)."""
+    from emulator_mem.runner.exceptions.traps import is_privileged
+
+    privileged = ["f4", "fa", "fb", "ec", "ee", "f36c", "0f20c0", "0f22d8", "0f21c0", "0f30",
+                  "0f32", "0f33", "0f0115" + "00000000", "0f00d8", "0f09", "0f0138"]
+    ordinary = ["8d4df4", "8975f4", "fff4", "00f4", "0fa2", "8ed8", "cd2e", ""]
+    for bits in (32, 64):
+        assert all(is_privileged(bytes.fromhex(h), bits == 64) for h in privileged), bits
+        assert not any(is_privileged(bytes.fromhex(h), bits == 64) for h in ordinary), bits

@@ -6,13 +6,24 @@ NtTib (ExceptionList, StackBase, StackLimit, Self), ClientId, ProcessEnvironment
 LastErrorValue and DeallocationStack; PEB.ImageBaseAddress, ProcessHeap,
 NumberOfProcessors and the OS version (10.0.19045).
 
+**Ring 3.** The guest runs at CPL 3 with Windows' selectors, as on Windows: CS = 0x1B and
+SS/DS/ES = 0x23 (32-bit), CS = 0x33 and SS = 0x2B (64-bit). Then qemu itself raises #GP
+for ``hlt``, ``cli``/``sti`` and the other CPL-0 instructions, which the runner turns into
+STATUS_PRIVILEGED_INSTRUCTION (:mod:`.exceptions.traps`); at CPL 0 Unicorn would execute
+``hlt`` and end ``emu_start`` as if its count were used up. The CPU takes CS/SS from
+descriptors in a GDT *in guest memory*: in virtual-TLB mode that memory must be an
+allocation of the manager like any other (a small private one named "GDT", in both modes),
+or the descriptor load faults. Unicorn's ``reg_write`` cannot switch to ring 3 (its
+CPL follows SS, and it refuses an SS whose DPL is not the current CPL), so
+:meth:`ThreadEnvironment.enter_user_mode` does what a kernel does: one ``iret`` to a frame
+holding the ring-3 CS:IP and SS:SP. The ``iret`` and its frame live in the GDT page, which
+is PAGE_EXECUTE_READ (the descriptors carry their accessed bit, so the CPU never writes
+there). The PEB/TEB, stack and every register but CS/SS are untouched by the switch.
+
 **FS/GS.** 64-bit code reaches the TEB through GS, whose base is an MSR
-(``UC_X86_REG_GS_BASE``). 32-bit code uses FS = 0x3B, a GDT selector, so the CPU reads the
-segment descriptor from the GDT *in guest memory*: in virtual-TLB mode that memory must be
-an allocation of the manager like any other (a small private one named "GDT"), or the
-descriptor load faults. The GDT also holds flat 32-bit data segments for SS/DS/ES: once a
-selector is loaded Unicorn recomputes the stack width from SS, and its default SS is a 16-bit
-one. Everything stays at CPL 0 (Unicorn's), with DPL 3 descriptors like Windows'.
+(``UC_X86_REG_GS_BASE``). Its selector and DS/ES/FS stay 0 (Windows: 0x2B, FS 0x53): in
+64-bit mode only the FS/GS bases matter, and CONTEXT reports the selectors as they are.
+32-bit code uses FS = 0x3B, a GDT selector whose descriptor's base is the TEB.
 
 **The stack** is a reservation (SizeOfStackReserve, 1 MiB by default) whose top pages are
 committed with one PAGE_GUARD page below them. The first touch of the guard page faults
@@ -28,7 +39,7 @@ import struct
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from unicorn import Uc
+from unicorn import Uc, UcError
 from unicorn import x86_const as X
 
 from ..errors import RunnerError
@@ -59,14 +70,26 @@ OS_VERSION = (10, 0, 19045)
 PROCESS_ID = 0x1000
 THREAD_ID = 0x1004
 
-# GDT: Windows' selectors (index << 3 | RPL 3); SS must match CPL, which stays 0 in Unicorn
+# GDT: Windows' selectors (index << 3 | RPL 3). 32-bit: KGDT_R0_DATA 0x10 (the stack of the
+# switch to ring 3), KGDT_R3_CODE 0x18, KGDT_R3_DATA 0x20, KGDT_R3_TEB 0x38; 64-bit:
+# KGDT64_R3_DATA 0x28, KGDT64_R3_CODE 0x30 (ntddk.h / ReactOS ndk/amd64/ketypes.h)
 GDT_ENTRIES = 16
-GDT_FLAT_DATA_RING0 = 2  # SS = 0x10
-GDT_FLAT_DATA = 4  # DS/ES = 0x23
+GDT_FLAT_DATA_RING0 = 2  # SS = 0x10 while entering ring 3
+GDT_CODE32 = 3  # CS = 0x1B
+GDT_FLAT_DATA = 4  # SS/DS/ES = 0x23
 GDT_TEB = 7  # FS = 0x3B
-SELECTOR_SS = GDT_FLAT_DATA_RING0 << 3
+GDT_DATA64 = 5  # SS = 0x2B
+GDT_CODE64 = 6  # CS = 0x33
+SELECTOR_RING0_SS = GDT_FLAT_DATA_RING0 << 3
 SELECTOR_DS = GDT_FLAT_DATA << 3 | 3
 SELECTOR_FS = GDT_TEB << 3 | 3
+#: (CS, SS) of user mode: (32-bit, 64-bit)
+USER_CS = (GDT_CODE32 << 3 | 3, GDT_CODE64 << 3 | 3)
+USER_SS = (GDT_FLAT_DATA << 3 | 3, GDT_DATA64 << 3 | 3)
+# where the switch to ring 3 keeps its code and frame inside the GDT page
+IRET_OFFSET = 0x100
+IRET_CODE = (b"\xcf", b"\x48\xcf")  # iretd, iretq
+FRAME_OFFSET = 0x200
 
 
 def gdt_descriptor(base: int, limit: int, access: int, flags: int) -> int:
@@ -84,7 +107,7 @@ class ThreadEnvironment:
     is_64bit: bool
     teb: int
     peb: int
-    gdt: int | None
+    gdt: int  # the GDT page: descriptors, then the ``iret`` into ring 3 and its frame
     stack_base: int  # TEB.StackBase: one past the highest stack byte
     stack_limit: int  # TEB.StackLimit: the lowest committed, unguarded stack page
     stack_allocation: int  # TEB.DeallocationStack: the reservation's base
@@ -106,7 +129,7 @@ class ThreadEnvironment:
         pick = 1 if is_64bit else 0
         peb = mm.allocate(PEB_SIZE, C.PAGE_READWRITE, top_down=True, name="PEB")
         teb = mm.allocate(TEB_SIZE[pick], C.PAGE_READWRITE, top_down=True, name="TEB")
-        gdt = None if is_64bit else mm.allocate(PAGE_SIZE, C.PAGE_READWRITE, top_down=True, name="GDT")
+        gdt = mm.allocate(PAGE_SIZE, C.PAGE_READWRITE, top_down=True, name="GDT")
         reserve = max(page_round_up(stack_reserve), 16 * PAGE_SIZE)
         commit = min(max(page_round_up(stack_commit), PAGE_SIZE), reserve - 2 * PAGE_SIZE)
         bottom = mm.allocate(reserve, C.PAGE_READWRITE, reserve_only=True, name="stack (thread 0)")
@@ -115,6 +138,7 @@ class ThreadEnvironment:
         mm.commit(top - commit - PAGE_SIZE, PAGE_SIZE, C.PAGE_READWRITE | C.PAGE_GUARD)
         env = cls(is_64bit, teb, peb, gdt, top, top - commit, bottom)
         env._write_blocks(mm, image_base, heap)
+        env._write_gdt(mm)
         return env
 
     def _write_blocks(self, mm: MemoryManager, image_base: int, heap: int) -> None:
@@ -138,31 +162,76 @@ class ThreadEnvironment:
         mm.write(peb + self._off(PEB_NUMBER_OF_PROCESSORS), struct.pack("<I", 1))
         major, minor, build = OS_VERSION
         mm.write(peb + self._off(PEB_OS_MAJOR), struct.pack("<IIH", major, minor, build))
-        if self.gdt is not None:
-            flat = gdt_descriptor(0, 0xFFFFF, 0x93, 0xC)  # present, ring 0, data RW, 4 KiB granular
-            user = gdt_descriptor(0, 0xFFFFF, 0xF3, 0xC)  # the same at DPL 3
-            tebseg = gdt_descriptor(teb, 0xFFF, 0xF3, 0x4)  # the TEB page, byte granular
-            table = bytearray(8 * GDT_ENTRIES)
-            for index, desc in ((GDT_FLAT_DATA_RING0, flat), (GDT_FLAT_DATA, user), (GDT_TEB, tebseg)):
-                struct.pack_into("<Q", table, 8 * index, desc)
-            mm.write(self.gdt, bytes(table))
+
+    def _write_gdt(self, mm: MemoryManager) -> None:
+        """Windows' user-mode descriptors and the ``iret`` of :meth:`enter_user_mode`.
+
+        Every descriptor is flat but the TEB's and already has its accessed bit (access
+        byte 0x?3 / 0x?B), so loading one never writes to the page, which stays read-only.
+        """
+        table = bytearray(IRET_OFFSET)
+        if self.is_64bit:
+            entries = {
+                GDT_CODE64: gdt_descriptor(0, 0xFFFFF, 0xFB, 0xA),  # DPL 3 code, L = 1 (long mode)
+                GDT_DATA64: gdt_descriptor(0, 0xFFFFF, 0xF3, 0xC),  # DPL 3 data
+            }
+        else:
+            entries = {
+                GDT_FLAT_DATA_RING0: gdt_descriptor(0, 0xFFFFF, 0x93, 0xC),  # ring 0 data, 4 KiB granular
+                GDT_CODE32: gdt_descriptor(0, 0xFFFFF, 0xFB, 0xC),  # DPL 3 code, 32-bit
+                GDT_FLAT_DATA: gdt_descriptor(0, 0xFFFFF, 0xF3, 0xC),  # DPL 3 data
+                GDT_TEB: gdt_descriptor(self.teb, 0xFFF, 0xF3, 0x4),  # the TEB page, byte granular
+            }
+        for index, desc in entries.items():
+            struct.pack_into("<Q", table, 8 * index, desc)
+        mm.write(self.gdt, bytes(table) + IRET_CODE[self.is_64bit])
+        mm.protect(self.gdt, PAGE_SIZE, C.PAGE_EXECUTE_READ)
 
     def attach(self, uc: Uc) -> None:
-        """Point the CPU at the TEB: GS base (64-bit) or GDTR + segment selectors (32-bit).
+        """Point the CPU at the GDT and the TEB: GS base (64-bit), FS and flat DS/ES (32-bit).
 
         Idempotent; a snapshot restores the same registers, and calling this again after a
-        restore does no harm.
+        restore does no harm. CS/SS are set by :meth:`enter_user_mode`.
         """
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, self.gdt, 8 * GDT_ENTRIES - 1, 0))
         if self.is_64bit:
             uc.reg_write(X.UC_X86_REG_GS_BASE, self.teb)
             return
-        if self.gdt is None:
-            raise RunnerError("a 32-bit thread environment needs a GDT")
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, self.gdt, 8 * GDT_ENTRIES - 1, 0))
         uc.reg_write(X.UC_X86_REG_DS, SELECTOR_DS)
         uc.reg_write(X.UC_X86_REG_ES, SELECTOR_DS)
         uc.reg_write(X.UC_X86_REG_FS, SELECTOR_FS)
-        uc.reg_write(X.UC_X86_REG_SS, SELECTOR_SS)
+
+    def enter_user_mode(self, uc: Uc, mm: MemoryManager) -> None:
+        """Switch the CPU to CPL 3 at its current PC, SP and EFLAGS, as a kernel returns to
+        user mode: one ``iret`` whose frame holds them with the user CS and SS.
+
+        Called once the registers are in place: after :meth:`attach` and the entry point's
+        registers, or after a snapshot restored them (the snapshot module cannot load a
+        ring-3 SS into a CPU at CPL 0; see :mod:`emulator_mem.snapshot.cpu_state`). The
+        stack the ``iret`` pops from is the frame in the GDT page, so guest memory is not
+        touched; 32-bit code needs a 32-bit SS for that, the ring-0 data segment.
+        """
+        pick = 1 if self.is_64bit else 0
+        pc_reg = X.UC_X86_REG_RIP if self.is_64bit else X.UC_X86_REG_EIP
+        sp_reg = X.UC_X86_REG_RSP if self.is_64bit else X.UC_X86_REG_ESP
+        pc, sp = int(uc.reg_read(pc_reg)), int(uc.reg_read(sp_reg))
+        eflags = int(uc.reg_read(X.UC_X86_REG_EFLAGS))
+        frame = (pc, USER_CS[pick], eflags, sp, USER_SS[pick])
+        mm.write(self.gdt + FRAME_OFFSET, struct.pack("<5Q" if self.is_64bit else "<5I", *frame))
+        if not self.is_64bit:
+            uc.reg_write(X.UC_X86_REG_SS, SELECTOR_RING0_SS)
+        uc.reg_write(sp_reg, self.gdt + FRAME_OFFSET)
+        start = self.gdt + IRET_OFFSET
+        try:
+            uc.emu_start(start, start + len(IRET_CODE[pick]), count=1)
+        except UcError as exc:
+            uc.reg_write(sp_reg, sp)
+            uc.reg_write(pc_reg, pc)
+            raise RunnerError(f"the CPU refused the switch to user mode ({exc})") from exc
+        cs, ss = int(uc.reg_read(X.UC_X86_REG_CS)), int(uc.reg_read(X.UC_X86_REG_SS))
+        now = (cs, ss, int(uc.reg_read(pc_reg)), int(uc.reg_read(sp_reg)))
+        if now != (USER_CS[pick], USER_SS[pick], pc, sp):
+            raise RunnerError(f"the switch to user mode ended at CS:IP {cs:#x}:{now[2]:#x}")
 
     # -- the stack ---------------------------------------------------------------------
     def in_stack(self, address: int) -> bool:

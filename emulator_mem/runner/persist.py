@@ -62,7 +62,8 @@ class SavedProcess(GuestProcess, Protocol):
 P = TypeVar("P", bound=SavedProcess)
 
 STATE_EXTRA = "emulator-mem.runner"
-STATE_VERSION = 1
+#: 2: the guest runs at CPL 3 (a GDT in both modes, ring-3 CS/SS); version 1 ran it at CPL 0
+STATE_VERSION = 2
 
 
 # -- the state record ----------------------------------------------------------------------
@@ -99,8 +100,11 @@ def _decode_state(extras: dict[str, bytes]) -> dict[str, Any]:
         state = json.loads(raw)
     except ValueError as exc:
         raise RunnerError(f"the runner state in this snapshot is damaged: {exc}") from None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+    if not isinstance(state, dict):
         raise RunnerError("unsupported runner state version")
+    if state.get("version") != STATE_VERSION:
+        raise RunnerError(f"unsupported runner state version {state.get('version')!r} (this runner "
+                          f"writes and reads {STATE_VERSION}; version 1 ran the guest at CPL 0)")
     return state
 
 
@@ -151,6 +155,7 @@ def restore_state(process: SavedProcess, state: dict[str, Any], module: Any, dev
             exc["location"], dict(exc["registers"]), mm.is_64bit)
     process.exceptions.restore(state.get("exceptions", {}))
     process.k32.SetLastError(process.env.load_last_error(mm))
+    process.env.enter_user_mode(process.uc, mm)  # the snapshot left the CPU at CPL 0
 
 
 def read_runner_state(path: str | Path) -> dict[str, Any]:

@@ -14,8 +14,9 @@ the MMU (``mm.take_fault()``): a guard-page hit inside the stack grows the stack
 faulting instruction is restarted (the PC still points at it); anything else is an
 exception delivered to the guest's own handlers (:mod:`.exceptions`: vectored handlers, SEH,
 the unhandled filter), and only if none handles it does the process end with its code, as
-on Windows. ``hlt`` (a privileged instruction in user mode) raises
-STATUS_PRIVILEGED_INSTRUCTION the same way.
+on Windows. The guest runs at CPL 3, as on Windows (:mod:`.environment`), so ``hlt`` and
+the other privileged instructions make qemu raise #GP, which arrives in the interrupt hook
+and becomes STATUS_PRIVILEGED_INSTRUCTION (:mod:`.exceptions.traps`).
 
 Instruction counts are exact for chunks that run to their count, so a run stopped by
 ``max_instructions`` or a snapshot taken at N happens exactly there. Unicorn does not say
@@ -25,10 +26,6 @@ the instructions run before such faults), and the chunk in which the process exi
 in full, so the total of a finished run is an upper bound, precise to ``chunk``.
 Each exception delivered to the guest counts as one instruction (Unicorn does not say how
 many ran before the fault), so a guest that faults forever still reaches ``max_instructions``.
-
-``hlt`` makes Unicorn return as if the chunk had ended, with the PC after it; how a chunk
-that stops behind a 0xF4 byte is told from one that used up its count is in
-:mod:`.exceptions.traps`.
 """
 
 from __future__ import annotations
@@ -56,7 +53,8 @@ from .api import DATA_IMPORTS, ApiCall, ApiSpec, DataResolver, lookup
 from .console import Console, Sink
 from .environment import ThreadEnvironment
 from .exceptions import NESTED_STUB, RETURN_STUB, ExceptionDispatcher
-from .exceptions.traps import halted_at
+from .exceptions.inflight import TRACKED_VECTORS, clear_exception_in_flight
+from .exceptions.traps import general_protection
 from .guest import DeviceRecord
 from .heap import ProcessHeap
 from .observer import RunObserver
@@ -150,6 +148,7 @@ class Process:
         process.env.attach(uc)
         process._link(mapped.imports)
         process._enter()
+        process.env.enter_user_mode(uc, mm)
         return process
 
     @classmethod
@@ -360,16 +359,7 @@ class Process:
             return budget if self.exit_code is not None else 1
         if self.exit_code is None and self.abi.pc(self.uc) == stubs.sentinel:
             self._die(C.STATUS_ACCESS_VIOLATION, [8, stubs.sentinel])
-        elif self.exit_code is None and self._halted():
-            pc = self.abi.pc(self.uc) - 1
-            self.uc.reg_write(self.abi.pc_reg, pc)
-            self.exceptions.raise_exception(C.STATUS_PRIVILEGED_INSTRUCTION, [], pc)
-            return 1
         return budget
-
-    def _halted(self) -> bool:
-        """Did the chunk end on a ``hlt``? (see :mod:`.exceptions.traps` for the ambiguity)"""
-        return halted_at(self.mm, self.abi.pc(self.uc))
 
     def _stopped_by_error(self, err: UcError) -> bool:
         """Handle a stop by error; True when an exception was delivered to the guest."""
@@ -402,14 +392,16 @@ class Process:
         return True
 
     def _stopped_by_interrupt(self, vector: int) -> None:
+        if vector in TRACKED_VECTORS:  # or the next #DE/#GP would arrive as a double fault
+            clear_exception_in_flight(self.uc, self.mm.is_64bit)
         status = report.VECTOR_STATUS.get(vector, C.STATUS_ACCESS_VIOLATION)
         pc = self.abi.pc(self.uc)
         if status == C.STATUS_BREAKPOINT:  # int3 traps after itself; Windows reports it at itself
             pc -= 1
             self.uc.reg_write(self.abi.pc_reg, pc)
         info: list[int] = []
-        if vector == 13:  # #GP: an access violation reading the highest address
-            info = [0, 0xFFFFFFFF if not self.mm.is_64bit else (1 << 64) - 1]
+        if vector == 13:  # #GP: a privileged instruction, else an access violation
+            status, info = general_protection(self.mm, pc)
         elif status == C.STATUS_BREAKPOINT:
             info = [0]  # BREAKPOINT_BREAK
         self.exceptions.raise_exception(status, info, pc)

@@ -10,7 +10,11 @@ them and in which order to write them back so the result resumes identically:
 * descriptor-table registers (GDTR, IDTR, LDTR, TR) before segment selectors: in 32-bit
   protected mode Unicorn loads a selector by reading its descriptor from the GDT in guest
   memory, which is how the hidden segment bases (FS -> TEB) come back. Data segments are
-  loaded before SS because SS sets the privilege level the later checks use;
+  loaded before SS because SS sets the privilege level the later checks use. A *ring-3*
+  SS (RPL 3, as the runner's guest has) cannot be restored this way: Unicorn's CPL follows
+  SS's DPL and ``reg_write`` refuses an SS whose DPL differs from the current CPL, which is
+  0 in a fresh CPU. Such an SS is left as it is; whoever owns the GDT switches to ring 3
+  (the runner does it with an ``iret``, :meth:`ThreadEnvironment.enter_user_mode`);
 * in 64-bit mode selectors are plain values and FS/GS bases are written directly;
 * x87 (physical FP0-7 plus status, control and tag words, last-instruction pointers) and
   SSE/AVX (MXCSR, XMM, YMM) state; the instruction pointer last.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from unicorn import Uc
+from unicorn import Uc, UcError
 from unicorn import x86_const as X
 
 from ..errors import SnapshotError
@@ -177,7 +181,8 @@ def restore(uc: Uc, is_64bit: bool, regs: dict[str, RegValue]) -> None:
 
     A 32-bit selector equal to the current one and null is left alone: writing a null CS
     would load an empty descriptor and throw the CPU out of 32-bit code, while a fresh CPU
-    already has exactly that null selector with working flat segments.
+    already has exactly that null selector with working flat segments. A 32-bit ring-3 SS
+    that the CPU refuses is left alone too (see the module docstring).
     """
     for spec in table(is_64bit):
         value = regs[spec.name]
@@ -186,5 +191,11 @@ def restore(uc: Uc, is_64bit: bool, regs: dict[str, RegValue]) -> None:
             continue
         if spec.name in _SELECTORS and not is_64bit:
             if value == 0 and int(uc.reg_read(spec.uc_id)) & 0xFFFF == 0:
+                continue
+            if spec.name == "SS" and isinstance(value, int) and value & 3 == 3:
+                try:
+                    uc.reg_write(spec.uc_id, value)
+                except UcError:  # a CPU at CPL 0: its owner enters ring 3 itself
+                    pass
                 continue
         uc.reg_write(spec.uc_id, value)
