@@ -8,7 +8,7 @@ failed call leaves bookkeeping, Unicorn mappings and guest memory exactly as the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
@@ -25,7 +25,7 @@ from .mmu import faults
 from .mmu.faults import Fault
 from .mmu.physmem import PhysicalMemory
 from .mmu.tlb import MMU
-from .regions import image_map, mmio, writewatch
+from .regions import access, image_map, mmio, writewatch
 from .regions.image_map import MappedImage, SharedImagePages
 from .regions.mmio import MmioRead, MmioWrite
 from .regions.sections import SectionTable
@@ -55,6 +55,8 @@ USER_END_32 = 0x7FFF0000  # lpMaximumApplicationAddress 0x7FFEFFFF + 1
 USER_END_64 = 0x7FFFFFFF0000  # lpMaximumApplicationAddress 0x7FFFFFFEFFFF + 1
 ALIAS_BASE_32 = 0x1_0000_0000  # guest-physical area for pages with no virtual twin
 ALIAS_BASE_64 = 0x8000_0000_0000
+IDENTITY_WINDOW_32 = 1 << 32  # the whole 32-bit identity area in one Unicorn region
+IDENTITY_WINDOW_64 = 1 << 34
 #: RAM + page files of a modest machine; ``mm.commit_limit`` changes it
 DEFAULT_COMMIT_LIMIT = 64 << 30
 
@@ -78,7 +80,11 @@ class MemoryManager:
         # the space spans every guest address, so Unicorn's own uc.mem_map can put memory
         # below 64 KiB or above the user range; the Windows calls keep to the user range
         self.space = AddressSpace(0, 1 << (64 if self.is_64bit else 32))
-        self.phys = PhysicalMemory(uc, alias_base, alias_base)
+        # one identity window per 16 GiB (4 GiB: all of a 32-bit space): sparse reservations
+        # (100k x 1 MiB spans 100 GiB) stay at a few Unicorn regions; host address space is
+        # only reserved (MAP_NORESERVE), so a bigger window costs nothing until touched
+        window = IDENTITY_WINDOW_64 if self.is_64bit else IDENTITY_WINDOW_32
+        self.phys = PhysicalMemory(uc, alias_base, alias_base, window)
         self.mmu = MMU(uc, self.space, self.phys)
         self.mmu.trap.read_memory = self.try_read
         self._default_allocation_address = self.lowest_address
@@ -213,7 +219,7 @@ class MemoryManager:
         self._charge_commit((last - first - alloc.committed_in(first, last)) << PAGE_SHIFT)
         if alloc.phys_base == alloc.base:
             self.phys.ensure_identity(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
-        need_flush = self._narrows(alloc, first, last, protect)
+        need_flush = self._narrows(alloc.runs(first, last), protect)
         self._set_protection(alloc, first, last, protect)
         self.sections.commit_shared(alloc, first, last)
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
@@ -347,10 +353,11 @@ class MemoryManager:
         protect = self._page_protect(alloc, protect)
         if alloc.kind is RegionKind.MMIO:
             raise EmulatorMemError("MMIO protection is fixed", status=C.STATUS_INVALID_PAGE_PROTECTION)
-        if not all(p for _, _, p in alloc.runs(first, last)):
+        runs = list(alloc.runs(first, last))  # one walk serves the three questions below
+        if not all(p for _, _, p in runs):
             raise NotCommittedError(f"{address:#x}+{size:#x} is not committed throughout")
-        old = alloc.page_protect(first)
-        need_flush = self._narrows(alloc, first, last, protect)
+        old = runs[0][2]
+        need_flush = self._narrows(runs, protect)
         writewatch.latch(alloc, first, last)
         self._set_protection(alloc, first, last, protect)
         self.mmu.trap.untrap(alloc.base + (first << PAGE_SHIFT), alloc.base + (last << PAGE_SHIFT))
@@ -361,7 +368,7 @@ class MemoryManager:
                          (last - first) << PAGE_SHIFT, protect, old)
         return old
 
-    def _narrows(self, alloc: Allocation, first: int, last: int, protect: int) -> bool:
+    def _narrows(self, runs: Iterable[tuple[int, int, int]], protect: int) -> bool:
         """Could a cached translation of these pages now allow too much?
 
         Adding rights needs no flush (a missing right is a TLB miss); removing rights,
@@ -370,7 +377,7 @@ class MemoryManager:
         new = protection.cpu_perms(protect)
         if protect & C.PAGE_GUARD or protection.is_writecopy(protect) or not new:
             return True
-        for _, _, p in alloc.runs(first, last):
+        for _, _, p in runs:
             if p and protection.cpu_perms(p) & ~new:
                 return True
         return False
@@ -409,59 +416,10 @@ class MemoryManager:
             for index in copies:
                 self.space.set_pages(alloc, index, index + 1, resolved)
 
-    # -- host access -------------------------------------------------------------------
-    def _spans(self, address: int, size: int) -> Iterator[tuple[Allocation, int, int]]:
-        """(allocation, start, end) pieces of [address, address+size); committed or raise."""
-        end = address + size
-        pos = address
-        while pos < end:
-            alloc = self.space.find(pos)
-            if alloc is None:
-                raise MemoryAccessError(f"{pos:#x} is not allocated", pos)
-            stop = min(end, alloc.end)
-            first = (pos - alloc.base) >> PAGE_SHIFT
-            last = (stop - 1 - alloc.base) >> PAGE_SHIFT
-            for s, _, p in alloc.runs(first, last + 1):
-                if not p:
-                    bad = max(pos, alloc.base + (s << PAGE_SHIFT))
-                    raise MemoryAccessError(f"{bad:#x} is not committed", bad)
-            yield alloc, pos, stop
-            pos = stop
-
-    def _phys_pieces(self, alloc: Allocation, start: int, stop: int) -> Iterator[tuple[int, int]]:
-        """(physical address, length) pieces of [start, stop) inside ``alloc``."""
-        private = alloc.private_pages
-        offset = start - alloc.base
-        if not private:
-            yield alloc.phys_base + offset, stop - start
-            return
-        pos = start
-        while pos < stop:
-            index = (pos - alloc.base) >> PAGE_SHIFT
-            n = min(stop, alloc.base + ((index + 1) << PAGE_SHIFT)) - pos
-            base = private.get(index)
-            if base is None:
-                yield alloc.phys_base + (pos - alloc.base), n
-            else:
-                yield base + (pos & (PAGE_SIZE - 1)), n
-            pos += n
-
+    # -- host access (emulator_mem.regions.access) -----------------------------------------
     def read(self, address: int, size: int) -> bytes:
         """Guest memory as the host sees it: ignores protection, not commit state."""
-        if size < 0:
-            raise InvalidParameterError("negative size")
-        spans = list(self._spans(address, size))
-        out = bytearray(size)
-        for alloc, start, stop in spans:
-            if alloc.kind is RegionKind.MMIO:
-                device = alloc.owner
-                out[start - address : stop - address] = device.host_read(start - alloc.base, stop - start)
-                continue
-            pos = start - address
-            for phys, n in self._phys_pieces(alloc, start, stop):
-                self.phys.read_into(phys, out, pos, n)
-                pos += n
-        return bytes(out)
+        return access.read(self.space, self.phys, address, size)
 
     def try_read(self, address: int, size: int) -> bytes | None:
         try:
@@ -475,29 +433,7 @@ class MemoryManager:
         Copy-on-write pages get their private copy and write-watched or checkpointed pages
         are marked, exactly as a guest write would.
         """
-        data = bytes(data)
-        spans = list(self._spans(address, len(data)))
-        mmu = self.mmu
-        for alloc, start, stop in spans:
-            if alloc.kind is RegionKind.MMIO:
-                continue
-            first = (start - alloc.base) >> PAGE_SHIFT
-            last = (stop - 1 - alloc.base) >> PAGE_SHIFT
-            for s, e, p in list(alloc.runs(first, last + 1)):
-                for index in range(s, e) if protection.is_writecopy(p) else ():
-                    mmu.copy_on_write(alloc, index, alloc.page_protect(index))
-            watch = alloc.write_watch
-            if watch is not None:
-                watch.update(range(first, last + 1))
-        for alloc, start, stop in spans:
-            chunk = data[start - address : stop - address]
-            if alloc.kind is RegionKind.MMIO:
-                alloc.owner.host_write(start - alloc.base, chunk)
-                continue
-            pos = 0
-            for phys, n in self._phys_pieces(alloc, start, stop):
-                self.phys.write(phys, chunk[pos : pos + n])
-                pos += n
+        access.write(self.space, self.mmu, address, data)
 
     def try_write(self, address: int, data: bytes | bytearray | memoryview) -> bool:
         try:
@@ -633,7 +569,7 @@ class MemoryManager:
         protection.check(protect)
         if source % PAGE_SIZE:
             raise InvalidParameterError("alias source must be page aligned")
-        spans = list(self._spans(source, size))
+        spans = list(access.spans(self.space, source, size))
         if len(spans) != 1 or spans[0][0].private_pages or spans[0][0].kind is RegionKind.MMIO:
             raise InvalidParameterError("alias source must be one plain allocation")
         src = spans[0][0]

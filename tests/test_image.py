@@ -21,7 +21,7 @@ from unicorn.x86_const import UC_X86_REG_ECX, UC_X86_REG_ESP, UC_X86_REG_RCX, UC
 
 from emulator_mem import constants as C
 from emulator_mem.errors import ImageFormatError, InvalidParameterError
-from emulator_mem.pe.image import (
+from emulator_mem.pe.constants import (
     IMAGE_REL_BASED_HIGH,
     IMAGE_REL_BASED_HIGHADJ,
     IMAGE_REL_BASED_LOW,
@@ -29,6 +29,8 @@ from emulator_mem.pe.image import (
     IMAGE_SCN_MEM_READ,
     IMAGE_SCN_MEM_SHARED,
     IMAGE_SCN_MEM_WRITE,
+)
+from emulator_mem.pe.image import (
     ImageExport,
     ImageFixup,
     ImageImport,

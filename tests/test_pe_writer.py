@@ -12,7 +12,7 @@ import pefile
 import pytest
 from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 
-from emulator_mem.pe.image import (
+from emulator_mem.pe.constants import (
     IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE,
     IMAGE_FILE_DLL,
     IMAGE_FILE_MACHINE_AMD64,

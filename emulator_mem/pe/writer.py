@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from ..errors import PEWriterError, UndeclaredImportError
-from .image import (
+from .constants import (
     IMAGE_DIRECTORY_ENTRY_BASERELOC,
     IMAGE_DIRECTORY_ENTRY_EXPORT,
     IMAGE_DIRECTORY_ENTRY_IMPORT,

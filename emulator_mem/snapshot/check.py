@@ -9,7 +9,7 @@ settled here, with no Unicorn involved (so it is testable and cheap).
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import SnapshotError
 from ..space.address_space import GRANULARITY, PAGE_SIZE, RegionKind
@@ -134,8 +134,13 @@ def check_meta(meta: Meta, geometry: Geometry) -> Derived:
     handle -> section) resolves, and every count agrees with what it counts.
     """
     g = meta.geometry
-    if g != geometry:
+    # the identity window size is how the file's host buffers were carved, not an address
+    # the guest sees: a file saved with another window (1 GiB in earlier versions) loads, and the
+    # manager adopts the file's window along with its buffers
+    if replace(g, window=geometry.window) != geometry:
         raise SnapshotError(f"snapshot address-space geometry {g} differs from the manager's {geometry}")
+    if g.window < GRANULARITY or g.window & (g.window - 1) or g.window > g.identity_end:
+        raise _bad(f"identity window size {g.window:#x}")
     if not g.lowest <= meta.default_allocation_address < g.highest:
         raise _bad("default allocation address")
     chunks, starts = _check_physical(meta)

@@ -449,7 +449,7 @@ def _build(mm: SnapshotHost, meta: F.Meta, chunks: dict[int, Chunk], devices: li
     space = rb.build_space(mm, allocations, meta.layout_version)
     window = meta.geometry.window
     return rb.Book(
-        dict(vars(space)), SortedDict(chunks),
+        dict(vars(space)), SortedDict(chunks), window,
         {c.phys // window: chunks[c.phys] for c in meta.chunks if c.identity},
         list(meta.free_pages), meta.alias_next, list(meta.alias_free), set(),
         {h: (sections[s], access) for h, s, access in meta.handles},

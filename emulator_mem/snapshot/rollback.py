@@ -99,6 +99,7 @@ class Book:
 
     space: dict[str, Any]
     chunks: SortedDict
+    window: int
     windows: dict[int, Chunk]
     free_pages: list[int]
     alias_next: int
@@ -114,10 +115,10 @@ class Book:
     def capture(cls, mm: SnapshotHost) -> Book:
         phys, sections = mm.phys, mm.sections
         return cls(
-            dict(vars(mm.space)), SortedDict(phys.chunks), dict(phys._windows), list(phys._free_pages),
-            phys._alias_next, list(phys._alias_free), set(phys.exec_pages), dict(sections.handles),
-            dict(sections.names), sections._next_handle, dict(getattr(mm, "images", {})),
-            mm.default_allocation_address,
+            dict(vars(mm.space)), SortedDict(phys.chunks), phys.window, dict(phys._windows),
+            list(phys._free_pages), phys._alias_next, list(phys._alias_free), set(phys.exec_pages),
+            dict(sections.handles), dict(sections.names), sections._next_handle,
+            dict(getattr(mm, "images", {})), mm.default_allocation_address,
         )
 
     def apply(self, mm: SnapshotHost) -> None:
@@ -127,6 +128,7 @@ class Book:
         state.update(self.space)
         phys, sections = mm.phys, mm.sections
         phys.chunks = SortedDict(self.chunks)
+        phys.window = self.window
         phys._windows = dict(self.windows)
         phys._free_pages = list(self.free_pages)
         phys._alias_next = self.alias_next
