@@ -565,6 +565,34 @@ def test_shared_sections_are_shared_between_mappings(mm: MemoryManager, is_64bit
     assert mm.read(fresh + shared_rva + 0x1000, 12) == bytes(12)  # a new image instance
 
 
+def test_rollback_brings_back_shared_image_pages_and_their_mapping_count(
+        mm: MemoryManager, is_64bit: bool) -> None:
+    """A rollback returns the shared pages as they were at the checkpoint: their bytes even
+    if the last mapping went away meanwhile, still shared with later mappings, and released
+    with the last mapping again (no storage left behind)."""
+    data, shared_rva, _ = shared_sample(is_64bit)
+    first = mm.map_image(data)
+    mm.write(first + shared_rva, b"at checkpoint")
+    with_image = len(mm.phys.chunks)  # + its identity window (kept) and its shared pages
+    cp = mm.checkpoint()
+    mm.unmap_view(first)  # the last mapping: the shared pages are destroyed
+    mm.rollback(cp)
+    assert mm.read(first + shared_rva, 13) == b"at checkpoint"
+    second = mm.map_image(data)
+    mm.write(first + shared_rva, b"both see this")
+    assert mm.read(second + shared_rva, 13) == b"both see this"
+    mm.unmap_view(first)
+    mm.unmap_view(second)
+    assert mm.shared_images == {} and len(mm.phys.chunks) == with_image - 1
+    # a mapping made after the checkpoint must not keep the pages alive after a rollback
+    first = mm.map_image(data)
+    cp = mm.checkpoint()
+    mm.map_image(data)
+    mm.rollback(cp)
+    mm.unmap_view(first)
+    assert mm.shared_images == {} and len(mm.phys.chunks) == with_image - 1
+
+
 def test_shared_sections_through_sec_image_views(mm: MemoryManager, is_64bit: bool) -> None:
     data, shared_rva, _ = shared_sample(is_64bit)
     status, handle = NtCreateSection(mm, SECTION_ALL_ACCESS, 0, PAGE_READONLY, SEC_IMAGE, data)

@@ -220,6 +220,9 @@ class Checkpoint:
                 frozenset(s.committed))
             for s in reachable_sections(mm)
         }
+        #: IMAGE_SCN_MEM_SHARED pages by image, with their mapping counts and storage
+        self.shared_images = {key: (pages, pages.mappings, pages.chunk.phys)
+                              for key, pages in getattr(mm, "shared_images", {}).items()}
         self.cpu = mm.uc.context_save()
         self.fault = mm.mmu.fault
         self._watch_live(mm.space)
@@ -264,7 +267,13 @@ class Checkpoint:
             self._save(ppn)
 
     def _before_release(self, alloc: Allocation) -> None:
-        """on_release hook: a section losing its last view may be destroyed next; save it."""
+        """on_release hook: a section losing its last view, or an image's shared pages losing
+        their last mapping, may be destroyed next; save their storage."""
+        key = getattr(alloc.owner, "shared_key", None)
+        shared = None if key is None else getattr(self.mm, "shared_images", {}).get(key)
+        if shared is not None and shared.mappings <= 1:
+            if self.book.chunks.get(shared.chunk.phys) is shared.chunk:
+                self._save_chunk(shared.chunk)
         section = getattr(alloc.owner, "section", None)
         if not isinstance(section, Section) or section.chunk is None or not section.views <= {alloc.base}:
             return
@@ -367,6 +376,13 @@ class Checkpoint:
             section.views = set(views)
             section.committed = set(committed)
             section.chunk = None if chunk_phys is None else phys.chunks[chunk_phys]
+        shared_images = getattr(mm, "shared_images", None)
+        if shared_images is not None:
+            shared_images.clear()
+            for key, (pages, mappings, chunk_phys) in self.shared_images.items():
+                pages.mappings = mappings
+                pages.chunk = phys.chunks[chunk_phys]  # recreated if it was destroyed since
+                shared_images[key] = pages
         mm.mmu.fault = self.fault
         self._watch_live(mm.space)
         self.fingerprint = _fingerprint(mm)
