@@ -29,21 +29,10 @@ def add_fill_hook(uc: Any, fill: Fill) -> int:
     def trampoline(_handle: int, vaddr: int, access: int, entry: Any, _key: int) -> bool:
         try:
             return fill(vaddr, access, entry.contents)
-        except BaseException as err:  # the bindings' contract: keep it, stop, re-raise later
-            if uc._hook_exception is None:
-                uc._hook_exception = err
-            uc.emu_stop()
-            return False
+        except BaseException as err:
+            return hand_to_emu_start(uc, err)
 
-    fptr = _bindings.HOOK_TLB_FILL_CFUNC(trampoline)
-    handle = _bindings.uc_hook_h()
-    status = _bindings.uclib.uc_hook_add(
-        uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL,
-        ctypes.cast(fptr, ctypes.c_void_p), ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0))
-    if status != UC_ERR_OK:
-        raise UcError(status)
-    uc._callbacks[handle.value] = fptr  # keeps the callback alive; hook_del drops it
-    return int(handle.value)
+    return _register(uc, _bindings.HOOK_TLB_FILL_CFUNC(trampoline))
 
 
 #: the raw callback's C signature, the entry seen as two uint64 (paddr; perms + padding)
@@ -71,7 +60,11 @@ def add_raw_fill_hook(uc: Any, raw: RawFill) -> int:
     For the MMU's re-miss answers, which are most of a cold run's misses: the saved frame
     and struct are a measurable share of a ~1 µs call.
     """
-    fptr = RAW_FILL_CFUNC(raw)
+    return _register(uc, RAW_FILL_CFUNC(raw))
+
+
+def _register(uc: Any, fptr: Any) -> int:
+    """uc_hook_add for a TLB-fill callback over all addresses; the handle, as hook_add returns."""
     handle = _bindings.uc_hook_h()
     status = _bindings.uclib.uc_hook_add(
         uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL,
