@@ -171,6 +171,11 @@ class ProcessHeap:
             if flags & C.HEAP_ZERO_MEMORY and size > old:
                 self.mm.write(pointer + old, bytes(size - old))
             return pointer
+        return self._move(pointer, old, size, flags)
+
+    def _move(self, pointer: int, old: int, size: int, flags: int) -> int:
+        """HeapReAlloc that cannot stay in place: a new block, the bytes copied, the old freed
+        (0, and the old block kept, with HEAP_REALLOC_IN_PLACE_ONLY or when memory runs out)."""
         if flags & C.HEAP_REALLOC_IN_PLACE_ONLY:
             return 0
         new = self.alloc(size, flags & C.HEAP_ZERO_MEMORY)
@@ -218,14 +223,7 @@ class ProcessHeap:
                 if flags & C.HEAP_ZERO_MEMORY and size > old:
                     self.mm.write(pointer + old, bytes(size - old))
                 return pointer  # fits in the pages it already has
-        if flags & C.HEAP_REALLOC_IN_PLACE_ONLY:
-            return 0
-        new = self.alloc(size, flags & C.HEAP_ZERO_MEMORY)
-        if not new:
-            return 0
-        self.mm.write(new, self.mm.read(pointer, min(old, size)))
-        self.free(pointer)
-        return new
+        return self._move(pointer, old, size, flags)
 
     def _large_head(self) -> int:
         return int(LARGE_HEAD.unpack(self.mm.read(self.base + SEGMENT.size, LARGE_HEAD.size))[0])
