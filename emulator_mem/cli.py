@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (args.snapshot_at is None) != (args.snapshot_out is None):
         print("emulator-mem: --snapshot-at and --snapshot-out go together", file=sys.stderr)
         return EXIT_ERROR
+    for out in (args.report, args.snapshot_out):
+        if out is not None:
+            _check_writable(out)
     recorder = HistoryRecorder() if args.report else None
     if args.resume is not None:
         process = Process.resume(args.resume, stdout=_stdout_sink, stderr=_stderr_sink)
@@ -124,6 +128,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def _check_writable(path: str | Path) -> None:
+    """Refuse an output path that cannot be written *before* the run, not after it: a long
+    run whose report or snapshot is then lost to a typo in a directory name wastes the run."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise EmulatorMemError(f"cannot write {path}: it is a directory")
+    if not parent.is_dir():
+        raise EmulatorMemError(f"cannot write {path}: no directory {parent}")
+    if not os.access(target if target.exists() else parent, os.W_OK):
+        raise EmulatorMemError(f"cannot write {path}: permission denied")
+
+
 def _write_report(path: str, page: str) -> None:
     try:
         Path(path).write_text(page, encoding="utf-8")
@@ -149,6 +166,8 @@ def _report(result: RunResult) -> int:
 def cmd_vmmap(args: argparse.Namespace) -> int:
     path = Path(args.target)
     recorder: HistoryRecorder | None = None
+    if args.html:
+        _check_writable(args.html)
     if _is_snapshot(path):
         process = Process.resume(path)
         origin, history = "snapshot", "not recorded: the process was loaded from a snapshot"

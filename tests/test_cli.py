@@ -95,3 +95,18 @@ def test_errors_are_reported_not_raised(tmp_path: Path, capfd: pytest.CaptureFix
     assert main(["run"]) == 2
     assert main(["run", exe("hello32"), "--hook", "no_such_plugin"]) == 2
     assert "no hook plugin named 'no_such_plugin'" in capfd.readouterr()[1]
+
+
+def test_an_unwritable_output_path_is_refused_before_the_run(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-such-dir" / "r.html"
+    assert main(["run", exe("hello64"), "--report", str(missing)]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""  # the guest never ran: its output and exit line are absent
+    assert f"cannot write {missing}: no directory" in err
+    assert main(["run", exe("hello64"), "--snapshot-at", "10", "--snapshot-out", str(tmp_path)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and "it is a directory" in err
+    assert main(["vmmap", exe("hello64"), "--html", str(missing)]) == 2
+    assert "no directory" in capfd.readouterr()[1]
+    assert not missing.parent.exists()
