@@ -48,6 +48,7 @@ from tests.batch_helpers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = "tests.batch_helpers"
+PAGE_WRITECOPY = 0x08
 SPEC = InputSpec(Location.parse("parse32.exe!input"), length_at=Location.parse("parse32.exe!input_len"))
 
 
@@ -313,3 +314,20 @@ def test_ctrl_c_stops_cleanly_with_the_results_so_far(work: Path, killers: dict[
     assert 2 <= len(lines) < 20
     assert all(json.loads(line)["outcome"] == "timeout" for line in lines)
     assert "interrupted" in stderr
+
+
+def test_after_its_jobs_a_worker_holds_exactly_a_fresh_load(snapshot: Path, corpus: list[Path]) -> None:
+    """Every VirtualQuery answer of the rolled-back process is a fresh load's, including the
+    input buffer's copy-on-write page that every input (crashing or not) wrote."""
+    session = WorkerSession()
+    jobs = snapshot_jobs(snapshot, corpus)[:12]
+    jobs.append(Job(len(jobs), str(snapshot), "snapshot", "empty", None, b"", SPEC))
+    outcomes = {session.run(job).outcome for job in jobs}
+    assert outcomes == {"exited", "exception"}
+    (prepared,) = session._cache.values()
+    fresh = Process.resume(snapshot)
+    buffer = fresh.mm.images[fresh.image_base].export_address("input")
+    assert buffer is not None and fresh.mm.query(buffer).Protect == PAGE_WRITECOPY
+    assert list(prepared.process.mm.regions()) == list(fresh.mm.regions())
+    # and the empty input, last, ran against that same page: nothing was privatised for it
+    assert session.run(jobs[-1]).comparable() == WorkerSession(fresh=True).run(jobs[-1]).comparable()

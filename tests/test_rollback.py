@@ -27,6 +27,7 @@ PAGE_READWRITE = 0x04
 PAGE_WRITECOPY = 0x08
 PAGE_EXECUTE_READWRITE = 0x40
 MEM_COMMIT = 0x1000
+MEM_RESERVE = 0x2000
 STATUS_ACCESS_VIOLATION = 0xC0000005
 SEC_RESERVE = 0x4000000
 
@@ -287,3 +288,61 @@ def test_code_the_guest_rewrote_is_rolled_back(world: World) -> None:
         assert world.call_function() == 1
         mm.rollback(cp)
         assert world.call_function() == 7
+
+
+PAGE_GUARD = 0x100
+STATUS_GUARD_PAGE_VIOLATION = 0x80000001
+
+
+def writecopy_page(mm: MemoryManager, image: int) -> int:
+    return next(r.BaseAddress for r in mm.regions()
+                if r.AllocationBase == image and r.Protect == PAGE_WRITECOPY)
+
+
+def change_pages_only(world: World, guard: int) -> None:
+    """Protection and commit changes that neither add nor remove an allocation: a guard page
+    the guest fires, re-protection, decommit, commit, a SEC_RESERVE commit seen by two views,
+    an image page's copy-on-write."""
+    mm = world.mm
+    with pytest.raises(UcError):
+        world.guest_load(guard)
+    fault = mm.take_fault()
+    assert fault is not None and fault.status == STATUS_GUARD_PAGE_VIOLATION
+    mm.protect(world.data + 0x1000, 0x1000, PAGE_NOACCESS)
+    mm.decommit(world.data + 0x20000, 0x10000)
+    mm.commit(world.data + 0x30000, 0x1000, PAGE_READONLY)
+    mm.commit(world.reserved + 0x4000, 0x2000, PAGE_READWRITE)
+    cow = writecopy_page(mm, world.image)
+    world.guest_store(cow)
+    assert mm.query(cow).Protect == PAGE_READWRITE
+    world.guest_store(world.data + 0x3000)
+
+
+def test_page_changes_alone_are_undone_in_place(world: World) -> None:
+    """Without an allocation coming or going, rollback puts page runs back into the same
+    allocation objects (time in the allocations changed, not in all of them); a layout
+    rollback in between rebuilds them, and the in-place path then works on the rebuilt ones."""
+    mm = world.mm
+    guard = mm.allocate(0x2000, PAGE_READWRITE | PAGE_GUARD)
+    cp = mm.checkpoint()
+    before = full_state(mm)
+    for round_ in range(3):
+        objects = [id(a) for a in mm.space]
+        change_pages_only(world, guard)
+        assert full_state(mm) != before
+        mm.rollback(cp)
+        assert full_state(mm) == before
+        assert [id(a) for a in mm.space] == objects  # undone in place, not rebuilt
+        assert mm.query(guard).Protect == PAGE_READWRITE | PAGE_GUARD  # fires again next round
+        cow = writecopy_page(mm, world.image)
+        mm.protect(cow, 0x1000, PAGE_WRITECOPY)  # not copied any more: stays copy-on-write
+        assert mm.query(cow).Protect == PAGE_WRITECOPY
+        if round_ == 1:
+            world.scribble(round_)  # allocations come and go: the rebuilding path
+            mm.rollback(cp)
+            assert full_state(mm) == before
+            assert [id(a) for a in mm.space] != objects
+    # the SEC_RESERVE section's own commit record came back too: a new view sees it reserved
+    handle = next(h for h, (s, _) in mm.sections.handles.items() if s.name == "reserved")
+    view, _ = mm.sections.map_view(handle, PAGE_READWRITE)
+    assert mm.query(view + 0x4000).State == MEM_RESERVE

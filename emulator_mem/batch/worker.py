@@ -95,10 +95,7 @@ class WorkerSession:
         prepared = self._cache.pop(key, None)
         if prepared is None:
             process = self._load(job)
-            resolved: dict[Location, int] = {}
-            if job.input is not None:
-                _pretouch(process, resolved, job.input, len(job.input_data or b""))
-            prepared = _Prepared(process, ProcessCheckpoint(process), resolved)
+            prepared = _Prepared(process, ProcessCheckpoint(process), {})
             while len(self._cache) >= CACHED_TARGETS:
                 self._cache.pop(next(iter(self._cache)))
         self._cache[key] = prepared  # most recently used last
@@ -154,35 +151,6 @@ def _write_input(process: Process, resolved: dict[Location, int], spec: InputSpe
         if not process.mm.is_64bit and (name.startswith("R")):
             raise BatchError(f"register {spec.length_register} does not exist in a 32-bit process")
         process.uc.reg_write(getattr(X, f"UC_X86_REG_{name}"), len(data))
-
-
-def _pretouch(process: Process, resolved: dict[Location, int], spec: InputSpec, size: int) -> None:
-    """Write the input buffer's own bytes back before the checkpoint is taken.
-
-    Input buffers usually sit in an image's ``.data``, which is copy-on-write: the first
-    write to such a page gives it a private copy, which is a layout change, and rolling a
-    layout change back costs several times a page restore. Doing that first write once,
-    before the checkpoint, makes every input's write an ordinary dirty page. The bytes do not
-    change; what differs from a fresh load is only that the page already shows
-    PAGE_READWRITE (as after any earlier write) when a job has an empty input. Buffers in
-    write-watched memory are left alone: there the write would be visible to GetWriteWatch.
-    """
-    mm = process.mm
-    spans: list[tuple[int, int]] = []
-    try:
-        address = _resolve(process, resolved, spec.at)
-        spans.append((address, max(size, spec.max_size or 0, 1)))
-        if spec.length_at is not None:
-            spans.append((_resolve(process, resolved, spec.length_at), 4))
-    except BatchError:
-        pass  # the job reports it
-    for start, length in spans:
-        for page in range(start & ~0xFFF, start + length, 0x1000):
-            lo, hi = max(page, start), min(page + 0x1000, start + length)
-            alloc = mm.allocation_at(lo)
-            current = mm.try_read(lo, hi - lo)
-            if alloc is not None and alloc.write_watch is None and current is not None:
-                mm.write(lo, current)
 
 
 def _resolve(process: Process, resolved: dict[Location, int], where: Location) -> int:

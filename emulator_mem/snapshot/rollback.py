@@ -14,7 +14,11 @@ fresh clones of what the checkpoint copied (``Allocation.clone()``), releases th
 chunks created since and recreates the ones destroyed since (their bytes were saved when
 their last view went, or at checkpoint time for sections no view maps). ``layout_version``
 moves *forward* across such a rollback, so nothing keyed on it mistakes the restored layout
-for a later one. Write-watch sets change without a version bump and are compared directly.
+for a later one. When no allocation came or went and nothing but page protections moved (a
+guard page fired, a page was re-protected or committed: what a faulting fuzz input does), the
+space's journal of touched allocations lets the rollback put their page runs back in place
+instead, in time proportional to those allocations rather than to all of them. Write-watch
+sets change without a version bump and are compared directly.
 CPU registers come back through Unicorn's CPU-only context (same process, same Unicorn: the
 opaque blob is fine here).
 
@@ -215,6 +219,11 @@ class Checkpoint:
                 clone.owner = clones.get(id(clone.owner), clone.owner)
         count_aliases(clones.values())
         self.allocations = list(clones.values())
+        #: live allocation -> its clone, for undoing page changes in place (see _undo_pages)
+        self.clone_of: dict[Allocation, Allocation] = {a: clones[id(a)] for a in mm.space}
+        self.shape = mm.space.shape_version
+        self.committed_pages = mm.space.committed_pages
+        mm.space.touched = set()
         self.sections = {
             s: (s.handles, frozenset(s.views), None if s.chunk is None else s.chunk.phys,
                 frozenset(s.committed))
@@ -285,16 +294,13 @@ class Checkpoint:
         mm = self.mm
         if not self.valid or _ACTIVE.get(mm) is not self:
             raise SnapshotError("this checkpoint was discarded (a newer checkpoint or a snapshot load)")
-        same_layout = _fingerprint(mm) == self.fingerprint
+        fingerprint = _fingerprint(mm)
+        same_layout = fingerprint == self.fingerprint
         if not same_layout:
-            self._restore_layout()
+            if not self._undo_pages(fingerprint):
+                self._restore_layout()
         else:
-            for alloc, pages, latched in self.watch:
-                if alloc.write_watch != pages and alloc.write_watch is not None:
-                    alloc.write_watch.clear()
-                    alloc.write_watch.update(pages)
-                if alloc.watch_latched != latched:
-                    alloc.watch_latched = set(latched)
+            self._restore_watch()
             mm.default_allocation_address = self.book.default_allocation_address
         self._restore_pages()
         self.log.reset()
@@ -332,6 +338,51 @@ class Checkpoint:
                 code.append(ppn)
         for start, end in _runs(sorted(code)):  # translated code of those bytes must go
             phys.code_changed(start << 12, (end - start) << 12)
+
+    def _undo_pages(self, fingerprint: tuple[int, ...]) -> bool:
+        """Undo protection changes in place when nothing else moved; False when it cannot.
+
+        The common case of a fuzzing loop that faults: a guard page fired or a page was
+        re-protected, and no allocation came or went, no handle or physical page changed.
+        Then the allocations the space's journal names get their page runs back from the
+        checkpoint's clones, in time proportional to those allocations; rebuilding the whole
+        address space (``_restore_layout``) costs time proportional to all of them.
+        """
+        mm = self.mm
+        space = mm.space
+        touched = space.touched
+        if (touched is None or space.shape_version != self.shape
+                or fingerprint[1:] != self.fingerprint[1:]):
+            return False
+        originals: list[tuple[Allocation, Allocation]] = []
+        for alloc in touched:
+            saved = self.clone_of.get(alloc)
+            if saved is None:  # cannot happen while the shape holds; rebuild to be sure
+                return False
+            originals.append((alloc, saved))
+        for alloc, saved in originals:
+            alloc.starts = list(saved.starts)
+            alloc.protects = list(saved.protects)
+            alloc.committed_pages = saved.committed_pages
+            alloc.copied = set(saved.copied)
+            alloc.private_pages = None if saved.private_pages is None else dict(saved.private_pages)
+        touched.clear()
+        space.committed_pages = self.committed_pages
+        space.layout_version += 1  # versions never repeat, even across rollbacks
+        for section, (_, _, _, committed) in self.sections.items():
+            section.committed = set(committed)
+        self._restore_watch()
+        mm.default_allocation_address = self.book.default_allocation_address
+        self.fingerprint = _fingerprint(mm)
+        return True
+
+    def _restore_watch(self) -> None:
+        for alloc, pages, latched in self.watch:
+            if alloc.write_watch != pages and alloc.write_watch is not None:
+                alloc.write_watch.clear()
+                alloc.write_watch.update(pages)
+            if alloc.watch_latched != latched:
+                alloc.watch_latched = set(latched)
 
     def _restore_layout(self) -> None:
         """Put allocations, sections, MMIO and physical chunks back as they were."""
@@ -385,6 +436,10 @@ class Checkpoint:
                 shared_images[key] = pages
         mm.mmu.fault = self.fault
         self._watch_live(mm.space)
+        originals = {id(fresh_allocs[id(saved)]): saved for saved in self.allocations}
+        self.clone_of = {a: originals[id(a)] for a in mm.space}
+        self.shape = mm.space.shape_version
+        mm.space.touched = set()
         self.fingerprint = _fingerprint(mm)
         if changed:
             uc.ctl_flush_tb()
@@ -408,6 +463,8 @@ class Checkpoint:
         if self._before_release in mm.on_release:
             mm.on_release.remove(self._before_release)
         self.saved.clear()
+        self.clone_of.clear()
+        mm.space.touched = None
         if _ACTIVE.get(mm) is self:
             del _ACTIVE[mm]
 

@@ -209,6 +209,12 @@ class AddressSpace:
         self.allocations: SortedDict = SortedDict()
         self.free = FreeRangeIndex(lowest, highest, GRANULARITY)
         self.layout_version = 0
+        #: moves only when an allocation comes or goes (``layout_version`` moves on every
+        #: change): a checkpoint whose shape still holds can undo page changes in place
+        self.shape_version = 0
+        #: allocations whose pages changed protection, while a checkpoint is listening
+        #: (None otherwise): what that checkpoint's rollback must put back
+        self.touched: set[Allocation] | None = None
         self.committed_pages = 0
         self.reserved_bytes = 0
         #: 64 KiB granule -> the allocation in it, for allocations of at most SMALL_GRANULES
@@ -240,6 +246,7 @@ class AddressSpace:
         self.reserved_bytes += alloc.size
         self.committed_pages += alloc.committed_pages
         self.layout_version += 1
+        self.shape_version += 1
 
     def remove(self, alloc: Allocation) -> None:
         self.free.release(alloc.base, alloc.end)
@@ -253,10 +260,13 @@ class AddressSpace:
         self.reserved_bytes -= alloc.size
         self.committed_pages -= alloc.committed_pages
         self.layout_version += 1
+        self.shape_version += 1
 
     def set_pages(self, alloc: Allocation, first: int, last: int, protect: int) -> None:
         self.committed_pages += alloc.set_pages(first, last, protect)
         self.layout_version += 1
+        if self.touched is not None:
+            self.touched.add(alloc)
 
     def overlaps(self, start: int, end: int) -> bool:
         """Does [start, end) touch any allocation?"""
