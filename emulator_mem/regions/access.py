@@ -57,10 +57,27 @@ def phys_pieces(alloc: Allocation, start: int, stop: int) -> Iterator[tuple[int,
         pos += n
 
 
+def _plain_page(space: AddressSpace, address: int, size: int) -> tuple[Allocation, int] | None:
+    """(allocation, page protection) when [address, address+size) lies in one committed
+    page of ordinary memory (no MMIO, no private copy-on-write copies): the case of the
+    small reads and writes an API emulation makes (arguments, return addresses, out
+    parameters), which then skip the general walk. None sends the caller the long way."""
+    if size <= 0 or (address & (PAGE_SIZE - 1)) + size > PAGE_SIZE:
+        return None
+    alloc = space.find(address)
+    if alloc is None or alloc.kind is RegionKind.MMIO or alloc.private_pages:
+        return None
+    protect = alloc.page_protect((address - alloc.base) >> PAGE_SHIFT)
+    return (alloc, protect) if protect else None
+
+
 def read(space: AddressSpace, phys: PhysicalMemory, address: int, size: int) -> bytes:
     """Guest memory as the host sees it: ignores protection, not commit state."""
     if size < 0:
         raise InvalidParameterError("negative size")
+    plain = _plain_page(space, address, size)
+    if plain is not None:
+        return phys.read(plain[0].phys_base + (address - plain[0].base), size)
     pieces = list(spans(space, address, size))
     out = bytearray(size)
     for alloc, start, stop in pieces:
@@ -82,6 +99,10 @@ def write(space: AddressSpace, mmu: MMU, address: int, data: bytes | bytearray |
     are marked, exactly as a guest write would.
     """
     data = bytes(data)
+    plain = _plain_page(space, address, len(data))
+    if plain is not None and plain[0].write_watch is None and not protection.is_writecopy(plain[1]):
+        mmu.phys.write(plain[0].phys_base + (address - plain[0].base), data)
+        return
     pieces = list(spans(space, address, len(data)))
     for alloc, start, stop in pieces:
         if alloc.kind is RegionKind.MMIO:

@@ -331,6 +331,7 @@ class Process:
             done = self._run_chunk(budget)
             ran += done
             before, self.instructions = self.instructions, self.instructions + done
+            shared_data.advance(self.mm, before, self.instructions)
             if self.observer is not None:
                 self._observed_chunk = (
                     max(OBSERVED_MIN_CHUNK, self.instructions >> OBSERVED_CHUNK_SHIFT) if self._busy
@@ -348,7 +349,6 @@ class Process:
             self._die(C.STATUS_ACCESS_VIOLATION, [8, pc])
             return 0
         self._interrupt = None
-        shared_data.refresh(self.mm, self.instructions)
         try:
             self.uc.emu_start(pc, stubs.sentinel, count=budget)
         except UcError as err:

@@ -11,8 +11,10 @@ Layout: ``KUSER_SHARED_DATA`` of Windows 10 (ntddk.h / Wine's ``include/ddk/wdm.
 ``KSHARED_USER_DATA``); only the fields below are filled, the rest of the page is zero.
 
 * Time is deterministic, derived from the instructions the process has run
-  (:data:`NS_PER_INSTRUCTION`; a 100 MIPS CPU), refreshed by the runner before every chunk
-  of execution: InterruptTime (100 ns units since boot), SystemTime (UTC FILETIME, boot at
+  (:data:`NS_PER_INSTRUCTION`; a 100 MIPS CPU), stepping every :data:`TIME_STEP`
+  instructions (10 ms; the timer tick is 15.625 ms). The step does not depend on how the
+  runner cuts the run into ``emu_start`` chunks, so a run recorded for a report (short
+  chunks) reads the same clock as a plain one: InterruptTime (100 ns units since boot), SystemTime (UTC FILETIME, boot at
   :data:`BOOT_SYSTEM_TIME`), TickCount (15.625 ms timer ticks, TickCountMultiplier
   0x0FA00000 so ``(TickCountQuad * TickCountMultiplier) >> 24`` is milliseconds, as
   GetTickCount computes it).
@@ -67,6 +69,7 @@ NT_PRODUCT_WIN_NT = 1  # a workstation
 TICK_COUNT_MULTIPLIER_VALUE = 0x0FA00000  # 15.625 ms per tick, in 8.24 fixed point
 TICK_100NS = 156_250  # one 15.625 ms timer tick in 100 ns units
 NS_PER_INSTRUCTION = 10
+TIME_STEP = 1_000_000  # instructions between two updates of the time fields (10 ms)
 INITIAL_UPTIME_100NS = 600 * 10_000_000  # the machine has been up ten minutes at load
 BOOT_SYSTEM_TIME = 133_485_408_000_000_000  # 2024-01-01 00:00:00 UTC as a FILETIME
 QPC_FREQUENCY_VALUE = 10_000_000
@@ -189,13 +192,26 @@ def uptime_100ns(instructions: int) -> int:
     return INITIAL_UPTIME_100NS + instructions * NS_PER_INSTRUCTION // 100
 
 
+def time_stamp(instructions: int) -> int:
+    """The instruction count the time fields show after ``instructions``: the last step."""
+    return instructions - instructions % TIME_STEP
+
+
+def advance(mm: MemoryManager, before: int, after: int) -> None:
+    """The guest ran from ``before`` to ``after`` instructions: step the clock if it crossed
+    a :data:`TIME_STEP` (the page always shows ``time_stamp`` of the instructions run)."""
+    if before // TIME_STEP != after // TIME_STEP:
+        refresh(mm, time_stamp(after))
+
+
 def refresh(mm: MemoryManager, instructions: int) -> None:
-    """Bring the time fields up to date with the instructions run so far."""
+    """Write the time fields for ``instructions`` run (two host writes: the first 0x20 bytes
+    hold TickCountLowDeprecated, the constant multiplier, InterruptTime and SystemTime)."""
     uptime = uptime_100ns(instructions)
     ticks = uptime // TICK_100NS
     base = USER_SHARED_DATA
-    mm.write(base + TICK_COUNT_LOW_DEPRECATED, struct.pack("<I", ticks & 0xFFFFFFFF))
-    mm.write(base + INTERRUPT_TIME, _ksystem_time(uptime) + _ksystem_time(BOOT_SYSTEM_TIME + uptime))
+    head = struct.pack("<II", ticks & 0xFFFFFFFF, TICK_COUNT_MULTIPLIER_VALUE)
+    mm.write(base, head + _ksystem_time(uptime) + _ksystem_time(BOOT_SYSTEM_TIME + uptime))
     mm.write(base + TICK_COUNT, _ksystem_time(ticks))
 
 
