@@ -666,3 +666,34 @@ def test_a_snapshot_carved_into_1_gib_windows_loads_and_keeps_working(is_64bit: 
     assert state_json(mm) != state_json(old)  # c is new; everything else as saved:
     mm.release(c)
     assert state_json(mm) == state_json(old)
+
+
+def test_swap_pages_exchanges_bytes_and_ownership_without_copying() -> None:
+    """The load path's mremap swap (emulator_mem.mmu.hostpages): each Chunk object keeps its
+    own bytes, at the other's address; swapping again restores both; foreign (caller-owned)
+    buffers and unequal sizes are refused, unchanged."""
+    import ctypes
+
+    from emulator_mem.mmu.hostpages import swap_pages
+    from emulator_mem.mmu.physmem import Chunk, _host_buffer, foreign_buffer
+
+    size = 1 << 30  # a sparse gigabyte: only the touched pages move
+    a = Chunk(0, size, *_host_buffer(size))
+    b = Chunk(0, size, *_host_buffer(size))
+    ctypes.memmove(a.host + 0x5000, b"old bytes", 9)
+    ctypes.memmove(b.host + size - 0x1000, b"new bytes", 9)
+    a_host, b_host = a.host, b.host
+    assert swap_pages(a, b)
+    assert (a.host, b.host) == (b_host, a_host)  # b's bytes now live at a's old address
+    assert ctypes.string_at(b.host + size - 0x1000, 9) == b"new bytes"
+    assert ctypes.string_at(a.host + 0x5000, 9) == b"old bytes"
+    assert ctypes.string_at(b.host + 0x5000, 9) == bytes(9)
+    assert swap_pages(a, b) and (a.host, b.host) == (a_host, b_host)
+    assert ctypes.string_at(a.host + 0x5000, 9) == b"old bytes"
+    small = Chunk(0, 0x10000, *_host_buffer(0x10000))
+    assert not swap_pages(a, small)
+    foreign = Chunk(0, size, foreign_buffer(b.host, size), b.host)
+    assert not swap_pages(a, foreign)
+    assert ctypes.string_at(a.host + 0x5000, 9) == b"old bytes"
+    for chunk in (a, b, small):
+        chunk.buffer.close()

@@ -3,7 +3,8 @@
 The only module besides :mod:`emulator_mem.mmu` that calls ``uc.mem_*``. Two areas:
 
 * the **identity area**: physical address == virtual address for every page with a single
-  owner. It is carved into aligned windows (1 GiB by default), each an anonymous
+  owner. It is carved into aligned windows (the manager uses 16 GiB for 64-bit guests, 4 GiB
+  for 32-bit), each an anonymous
   ``MAP_NORESERVE`` mmap, mapped into Unicorn on first commit inside it. Host memory is only
   spent on pages the guest touches, and the Unicorn region count stays at a handful however
   many allocations there are (one region per allocation is what makes peers slow).
