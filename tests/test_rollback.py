@@ -346,3 +346,23 @@ def test_page_changes_alone_are_undone_in_place(world: World) -> None:
     handle = next(h for h, (s, _) in mm.sections.handles.items() if s.name == "reserved")
     view, _ = mm.sections.map_view(handle, PAGE_READWRITE)
     assert mm.query(view + 0x4000).State == MEM_RESERVE
+
+
+def test_rights_granted_after_the_checkpoint_are_gone_after_an_in_place_rollback(world: World) -> None:
+    """A page NOACCESS at the checkpoint, made readable and read by the guest: the rollback
+    must drop that translation (and keep serving the untouched allocations)."""
+    mm = world.mm
+    locked = mm.allocate(0x2000, PAGE_NOACCESS)
+    cp = mm.checkpoint()
+    for _ in range(2):
+        assert world.guest_load(world.data).to_bytes(4, "little") == b"orig"
+        mm.protect(locked, 0x1000, PAGE_READONLY)  # rights grow: no flush is needed for that
+        assert world.guest_load(locked) == 0
+        objects = [id(a) for a in mm.space]
+        mm.rollback(cp)
+        assert [id(a) for a in mm.space] == objects  # the in-place path
+        with pytest.raises(UcError):
+            world.guest_load(locked)
+        fault = mm.take_fault()
+        assert fault is not None and fault.status == STATUS_ACCESS_VIOLATION and fault.address == locked
+        assert world.guest_load(world.data).to_bytes(4, "little") == b"orig"

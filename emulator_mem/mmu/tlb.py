@@ -35,7 +35,7 @@ entered read-only) goes the slow way again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from unicorn import (
@@ -134,12 +134,15 @@ class MMU:
         self.flushes += 1
         self._since_flush = 0
 
-    def flush_writes(self) -> None:
+    def flush_writes(self, changed: Sequence[tuple[int, int]] = ()) -> None:
         """Every page became clean again (a dirty log was reset) but no translation changed:
         flush, yet keep the translations handed out, without write permission, so that only
         the first write of a page takes the slow path (rollback uses this; reads after it
-        are answered from memory)."""
-        kept = {vpn: (paddr, perms & ~UC_WRITE) for vpn, (paddr, perms) in self.refill.items()}
+        are answered from memory). Translations inside the ``changed`` virtual ranges
+        [start, end) are dropped instead (their protection or backing changed)."""
+        pages = [(start >> 12, (end + 0xFFF) >> 12) for start, end in changed]
+        kept = {vpn: (paddr, perms & ~UC_WRITE) for vpn, (paddr, perms) in self.refill.items()
+                if not any(lo <= vpn < hi for lo, hi in pages)}
         self.flush()
         self.refill.update(kept)
 

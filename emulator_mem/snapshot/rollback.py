@@ -296,8 +296,10 @@ class Checkpoint:
             raise SnapshotError("this checkpoint was discarded (a newer checkpoint or a snapshot load)")
         fingerprint = _fingerprint(mm)
         same_layout = fingerprint == self.fingerprint
+        undone: list[tuple[int, int]] | None = None
         if not same_layout:
-            if not self._undo_pages(fingerprint):
+            undone = self._undo_pages(fingerprint)
+            if undone is None:
                 self._restore_layout()
         else:
             self._restore_watch()
@@ -306,6 +308,8 @@ class Checkpoint:
         self.log.reset()
         if same_layout:
             mm.mmu.flush_writes()  # translations still hold; writes must miss again
+        elif undone is not None:
+            mm.mmu.flush_writes(undone)  # except in the allocations whose pages were undone
         else:
             mm.mmu.flush()
         mm.uc.context_restore(self.cpu)
@@ -339,8 +343,9 @@ class Checkpoint:
         for start, end in _runs(sorted(code)):  # translated code of those bytes must go
             phys.code_changed(start << 12, (end - start) << 12)
 
-    def _undo_pages(self, fingerprint: tuple[int, ...]) -> bool:
-        """Undo protection changes in place when nothing else moved; False when it cannot.
+    def _undo_pages(self, fingerprint: tuple[int, ...]) -> list[tuple[int, int]] | None:
+        """Undo protection changes in place when nothing else moved; returns the virtual
+        ranges of the allocations it restored, or None when it cannot.
 
         The common case of a fuzzing loop that faults: a guard page fired or a page was
         re-protected, and no allocation came or went, no handle or physical page changed.
@@ -353,12 +358,12 @@ class Checkpoint:
         touched = space.touched
         if (touched is None or space.shape_version != self.shape
                 or fingerprint[1:] != self.fingerprint[1:]):
-            return False
+            return None
         originals: list[tuple[Allocation, Allocation]] = []
         for alloc in touched:
             saved = self.clone_of.get(alloc)
             if saved is None:  # cannot happen while the shape holds; rebuild to be sure
-                return False
+                return None
             originals.append((alloc, saved))
         for alloc, saved in originals:
             alloc.starts = list(saved.starts)
@@ -374,7 +379,7 @@ class Checkpoint:
         self._restore_watch()
         mm.default_allocation_address = self.book.default_allocation_address
         self.fingerprint = _fingerprint(mm)
-        return True
+        return [(alloc.base, alloc.end) for alloc, _ in originals]
 
     def _restore_watch(self) -> None:
         for alloc, pages, latched in self.watch:
