@@ -137,19 +137,7 @@ def test_the_clock_does_not_depend_on_how_the_run_is_cut_into_chunks(bits: int) 
 def test_time_advances_with_the_guest(bits: int) -> None:
     """InterruptTime (0x8, 100 ns units) read twice by the guest around a loop: it moves,
     and SystemTime (0x14) moves with it; GetTickCount's formula gives milliseconds."""
-    src = "rsi" if bits == 64 else "esi"
-    code = f"""
-    mov {src}, {KUSER}
-    mov edi, dword ptr [{src} + 8]
-    mov ecx, 600000
-again:
-    dec ecx
-    jnz again
-    mov eax, dword ptr [{src} + 8]
-    sub eax, edi
-    ret
-    """
-    process = payload(bits, code)
+    process = payload(bits, clock_loop(bits, 600_000))
     assert dword(process, 0x4) == 0x0FA00000  # TickCountMultiplier
     start_interrupt = dword(process, 0x8)
     start_system = dword(process, 0x14)

@@ -16,8 +16,8 @@ Layout: ``KUSER_SHARED_DATA`` of Windows 10 (ntddk.h / Wine's ``include/ddk/wdm.
   runner cuts the run into ``emu_start`` chunks, so a run recorded for a report (short
   chunks) reads the same clock as a plain one: InterruptTime (100 ns units since boot),
   SystemTime (UTC FILETIME, boot at :data:`BOOT_SYSTEM_TIME`), TickCount (15.625 ms timer
-  ticks, TickCountMultiplier 0x0FA00000 so ``(TickCountQuad * TickCountMultiplier) >> 24`` is milliseconds, as
-  GetTickCount computes it).
+  ticks, TickCountMultiplier 0x0FA00000 so ``(TickCountQuad * TickCountMultiplier) >> 24``
+  is milliseconds, as GetTickCount computes it).
 * The OS version is the PEB's (:data:`emulator_mem.runner.environment.OS_VERSION`).
 * ProcessorFeatures (PF_* indexes of winnt.h) come from the emulated CPU's own CPUID, asked
   of a scratch Unicorn instance of the same mode: what the guest is told is what it gets.

@@ -219,11 +219,8 @@ class Checkpoint:
                 clone.owner = clones.get(id(clone.owner), clone.owner)
         count_aliases(clones.values())
         self.allocations = list(clones.values())
-        #: live allocation -> its clone, for undoing page changes in place (see _undo_pages)
-        self.clone_of: dict[Allocation, Allocation] = {a: clones[id(a)] for a in mm.space}
-        self.shape = mm.space.shape_version
         self.committed_pages = mm.space.committed_pages
-        mm.space.touched = set()
+        self._listen(mm.space, clones)
         self.sections = {
             s: (s.handles, frozenset(s.views), None if s.chunk is None else s.chunk.phys,
                 frozenset(s.committed))
@@ -248,6 +245,14 @@ class Checkpoint:
         if mm is None:
             raise SnapshotError("the checkpoint's memory manager is gone")
         return mm
+
+    def _listen(self, space: AddressSpace, clones: dict[int, Allocation]) -> None:
+        """Start the space's journal of touched allocations for :meth:`_undo_pages`, with
+        ``clones`` (by ``id`` of the live allocation) as what each one goes back to."""
+        #: live allocation -> its clone, for undoing page changes in place
+        self.clone_of: dict[Allocation, Allocation] = {a: clones[id(a)] for a in space}
+        self.shape = space.shape_version
+        space.touched = set()
 
     def _watch_live(self, allocations: Iterable[Allocation]) -> None:
         self.watch = [(a, set(a.write_watch), set(a.watch_latched))
@@ -366,11 +371,7 @@ class Checkpoint:
                 return None
             originals.append((alloc, saved))
         for alloc, saved in originals:
-            alloc.starts = list(saved.starts)
-            alloc.protects = list(saved.protects)
-            alloc.committed_pages = saved.committed_pages
-            alloc.copied = set(saved.copied)
-            alloc.private_pages = None if saved.private_pages is None else dict(saved.private_pages)
+            alloc.restore_pages(saved)
         touched.clear()
         space.committed_pages = self.committed_pages
         space.layout_version += 1  # versions never repeat, even across rollbacks
@@ -441,10 +442,7 @@ class Checkpoint:
                 shared_images[key] = pages
         mm.mmu.fault = self.fault
         self._watch_live(mm.space)
-        originals = {id(fresh_allocs[id(saved)]): saved for saved in self.allocations}
-        self.clone_of = {a: originals[id(a)] for a in mm.space}
-        self.shape = mm.space.shape_version
-        mm.space.touched = set()
+        self._listen(mm.space, {id(fresh_allocs[id(saved)]): saved for saved in self.allocations})
         self.fingerprint = _fingerprint(mm)
         if changed:
             uc.ctl_flush_tb()

@@ -187,6 +187,16 @@ class Allocation:
         piece.copied = {i - first for i in self.copied if first <= i < last}
         return piece
 
+    def restore_pages(self, saved: Allocation) -> None:
+        """Take the page state of ``saved`` (a clone of this allocation): page runs, commit
+        count and copy-on-write copies. What an in-place rollback undoes; the identity,
+        owner and write-watch sets stay (rollback restores those apart)."""
+        self.starts = list(saved.starts)
+        self.protects = list(saved.protects)
+        self.committed_pages = saved.committed_pages
+        self.copied = set(saved.copied)
+        self.private_pages = None if saved.private_pages is None else dict(saved.private_pages)
+
     def clone(self) -> Allocation:
         """A copy whose page runs can change independently (checkpoints use it)."""
         return Allocation(
